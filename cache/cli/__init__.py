@@ -1,0 +1,1 @@
+"""The `shardcache` command line."""

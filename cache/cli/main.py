@@ -1,0 +1,125 @@
+"""`shardcache`: prefetch, inspect and maintain the cache from a shell.
+
+Exit status: 0 on success, 1 when the work failed, 2 for a usage error (bad flags, a URL that
+cannot be parsed, a bad size). Errors print one line that says what to do; never a traceback
+for an expected failure, never a credential.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..config import Config, parse_size
+from ..errors import CacheError, ConfigError, redact
+from .output import Output
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", help="cache directory (env SHARDCACHE_CACHE_DIR; "
+                        "default: $XDG_CACHE_HOME/shardcache)")
+    common.add_argument("--max-bytes", type=_size, help="byte budget, e.g. 20GiB "
+                        "(env SHARDCACHE_MAX_BYTES)")
+    common.add_argument("--agent", metavar="SOCKET", help="use the node agent on this unix "
+                        "socket (env SHARDCACHE_AGENT_SOCKET)")
+    common.add_argument("--output", choices=("text", "json"), default="text")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    parser = argparse.ArgumentParser(
+        prog="shardcache", description="Node-local cache of cloud datasets for training jobs.")
+    parser.add_argument("--version", action="version", version=f"shardcache {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prefetch", parents=[common], help="download a dataset; print its "
+                       "local directory")
+    p.add_argument("url")
+    p.add_argument("--owner", help="pin the dataset for this owner until released")
+    p.add_argument("--concurrency", type=int, help="concurrent requests (default 64)")
+
+    p = sub.add_parser("path", parents=[common], help="print the local path of a dataset or "
+                       "object")
+    p.add_argument("url")
+
+    p = sub.add_parser("status", parents=[common], help="show datasets and progress")
+    p.add_argument("url", nargs="?")
+
+    p = sub.add_parser("verify", parents=[common], help="check cached files against their "
+                       "checksums; remove damaged ones")
+    p.add_argument("url", nargs="?")
+
+    p = sub.add_parser("evict", parents=[common], help="remove a dataset from the cache")
+    p.add_argument("url")
+    p.add_argument("--force", action="store_true", help="evict even if pinned")
+
+    p = sub.add_parser("wait", parents=[common], help="wait until a share of a dataset is "
+                       "local (for init containers)")
+    p.add_argument("url")
+    p.add_argument("--fraction", type=float, default=1.0, help="share of bytes, 0..1")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds")
+    p.add_argument("--prefetch", action="store_true",
+                   help="in-process mode: start the prefetch instead of waiting for another")
+
+    p = sub.add_parser("demo", parents=[common], help="run the built-in demo against a local "
+                       "S3 emulator and print a throughput comparison")
+    p.add_argument("--small-files", type=int, default=2000)
+    p.add_argument("--large-files", type=int, default=4)
+    p.add_argument("--large-mib", type=int, default=64)
+    p.add_argument("--first-byte-ms", type=float, default=20.0)
+    p.add_argument("--bandwidth-mbps", type=float, default=90.0,
+                   help="per-connection cap in MB/s")
+    return parser
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def make_config(args: argparse.Namespace, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ) if env is None else env
+    overrides = {"cache_dir": args.cache_dir, "max_bytes": args.max_bytes,
+                 "max_concurrency": getattr(args, "concurrency", None)}
+    return Config.from_env(env, **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output(json_mode=args.output == "json", quiet=args.quiet)
+    try:
+        if args.command == "wait" and not 0.0 <= args.fraction <= 1.0:
+            raise ConfigError(f"--fraction must be between 0 and 1, got {args.fraction}")
+        agent = args.agent or os.environ.get("SHARDCACHE_AGENT_SOCKET")
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(args, make_config(args), out)
+        if agent:
+            from .agent_commands import run_with_agent
+
+            return run_with_agent(args, agent, out)
+        from .commands import run_in_process
+
+        return asyncio.run(run_in_process(args, make_config(args), out))
+    except ConfigError as e:
+        out.error(redact(str(e)))
+        return EXIT_USAGE
+    except CacheError as e:
+        out.error(redact(str(e)))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        out.error("interrupted; nothing partial was published")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Python client: agent access, path helpers and the `shardcache` fsspec protocol."""

@@ -1,0 +1,125 @@
+"""A small synchronous client for the node agent's HTTP/JSON API on a unix socket.
+
+It uses the standard library only (`http.client` over `AF_UNIX`), opens one connection per
+call and holds no event loop and no thread, so it is safe in DataLoader workers after `fork`
+and in the CSI plugin's gRPC threads. The API is documented in docs/agent-api.md.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from .. import errors
+
+_KINDS: dict[str, type[errors.CacheError]] = {
+    cls.kind: cls
+    for cls in (
+        errors.ConfigError, errors.UnsafeKeyError, errors.NotFoundError,
+        errors.AccessDeniedError, errors.PolicyDeniedError, errors.UnavailableError,
+        errors.OverCapacityError, errors.IntegrityError, errors.VersionChangedError,
+        errors.CacheStateError,
+    )
+}
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout_s: float) -> None:
+        super().__init__("localhost", timeout=timeout_s)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass(frozen=True)
+class AgentClient:
+    """Talks to one agent. Every call has a finite timeout; transport failures raise
+    `UnavailableError`, API errors the shardcache error named by the agent."""
+
+    socket_path: str
+    #: most calls answer from memory; a fetch waits for a download, hence the longer one
+    timeout_s: float = 10.0
+    fetch_timeout_s: float = 600.0
+
+    def healthy(self) -> bool:
+        try:
+            return self._request("GET", "/healthz", raw=True) is not None
+        except errors.CacheError:
+            return False
+
+    def ready(self) -> bool:
+        try:
+            self._request("GET", "/readyz", raw=True)
+            return True
+        except errors.CacheError:
+            return False
+
+    def register(self, url: str, owner: str, namespace: str | None = None,
+                 prefetch: str = "all") -> dict[str, Any]:
+        body = {"url": url, "owner": owner, "namespace": namespace, "prefetch": prefetch}
+        return self._request("POST", "/v1/datasets", body)
+
+    def release(self, url: str, owner: str) -> None:
+        self._request("POST", "/v1/datasets/release", {"url": url, "owner": owner})
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/datasets")["datasets"])
+
+    def status(self, url: str) -> dict[str, Any]:
+        return self._request("GET", "/v1/datasets/status?" + urllib.parse.urlencode({"url": url}))
+
+    def fetch(self, url: str) -> str | None:
+        """Make one object local now; its path, or None when it must be read through."""
+        answer = self._request("POST", "/v1/objects/fetch", {"url": url},
+                               timeout_s=self.fetch_timeout_s)
+        path = answer.get("path")
+        return str(path) if path else None
+
+    def path(self, url: str) -> str:
+        return str(self._request("GET", "/v1/path?" + urllib.parse.urlencode({"url": url}))["path"])
+
+    def _request(self, method: str, target: str, body: Any = None, *, raw: bool = False,
+                 timeout_s: float | None = None) -> Any:
+        conn = _UnixHTTPConnection(self.socket_path, timeout_s or self.timeout_s)
+        try:
+            payload = None if body is None else json.dumps(body).encode()
+            headers = {"Content-Type": "application/json"} if payload else {}
+            conn.request(method, target, body=payload, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise errors.UnavailableError(
+                f"the shardcache agent at {self.socket_path} did not answer ({e.__class__.__name__}: "
+                f"{e}); is shardcache-agent running on this node?"
+            ) from e
+        finally:
+            conn.close()
+        if response.status >= 400:
+            raise _error_from(response.status, data)
+        if raw:
+            return data
+        return json.loads(data) if data else {}
+
+
+def _error_from(status: int, data: bytes) -> errors.CacheError:
+    try:
+        err = json.loads(data)["error"]
+        cls = _KINDS.get(err.get("kind", ""), errors.CacheError)
+        return cls(str(err.get("message", "")))
+    except (ValueError, KeyError, TypeError):
+        text = data[:200].decode("utf-8", "replace")
+        if status == 503:
+            return errors.UnavailableError(f"the shardcache agent is not ready: {text}")
+        return errors.CacheError(f"the shardcache agent answered {status}: {text}")

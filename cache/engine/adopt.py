@@ -1,0 +1,111 @@
+"""Start-up recovery: make the index and the files agree again after any crash.
+
+`adopt_quick` runs at every open and costs time proportional to what was in flight, not to the
+size of the cache: it drops reservations of dead processes, settles `pending` rows (the only
+rows a crash can leave ambiguous), and removes staging files no live process holds. Files
+already published keep being checked one by one as they are used (`Engine._is_local` compares
+inode, size and mtime), and `scan_full` checks everything (the agent runs it in the background,
+`shardcache verify` runs it with checksums).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from ..store import files
+from ..store.index import Index
+from ..store.layout import Layout, open_dir
+from ..urls import parse_url
+
+
+@dataclass
+class AdoptReport:
+    pending_adopted: int = 0
+    pending_dropped: int = 0
+    staging_removed: int = 0
+    reservations_dropped: int = 0
+    #: filled by scan_full
+    adopted: int = 0
+    missing: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    stray: list[str] = field(default_factory=list)
+
+
+def adopt_quick(layout: Layout, index: Index) -> AdoptReport:
+    report = AdoptReport()
+    index.begin()
+    try:
+        report.reservations_dropped = index.drop_dead_reservations()
+        for entry in index.pending():
+            url = parse_url(entry.store + "/")
+            st = files.stat_published(layout, layout.store_segments(url), entry.key)
+            if st is not None and st.st_ino == entry.ino and st.st_size == entry.size:
+                index.mark_ready(entry.store, entry.key)
+                report.pending_adopted += 1
+            else:
+                index.remove(entry.store, entry.key)
+                report.pending_dropped += 1
+        index.commit()
+    except BaseException:
+        index.rollback()
+        raise
+    report.staging_removed = files.clean_staging(layout)
+    return report
+
+
+def scan_full(layout: Layout, index: Index, *, remove: bool) -> AdoptReport:
+    """Compare every index row with its file and every file with the index (stat only).
+
+    With `remove`, rows whose file is missing or changed are dropped along with the file, and
+    stray files (in data/ but not in the index, or symlinks) are deleted: nothing that cannot be
+    checked is ever served.
+    """
+    report = AdoptReport()
+    known: set[str] = set()
+    for entry in list(index.entries()):
+        url = parse_url(entry.store + "/")
+        segments = layout.store_segments(url)
+        rel = "/".join([*segments, entry.key])
+        known.add(rel)
+        st = files.stat_published(layout, segments, entry.key)
+        if st is None:
+            report.missing.append(str(url.child(entry.key)))
+        elif (not stat.S_ISREG(st.st_mode)
+              or (st.st_ino, st.st_size, st.st_mtime_ns) != (entry.ino, entry.size, entry.mtime_ns)):
+            report.changed.append(str(url.child(entry.key)))
+        else:
+            report.adopted += 1
+            continue
+        if remove:
+            files.unlink_published(layout, segments, entry.key)
+            index.remove(entry.store, entry.key)
+    for rel in _walk_files(layout):
+        if rel not in known:
+            report.stray.append(rel)
+            if remove:
+                _remove_stray(layout, rel)
+    return report
+
+
+def _walk_files(layout: Layout) -> list[str]:
+    found: list[str] = []
+    root = str(layout.data_dir)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in filenames:
+            found.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+        for name in dirnames:  # os.walk lists symlinks to directories here, never entering them
+            if os.path.islink(os.path.join(dirpath, name)):
+                found.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+    return found
+
+
+def _remove_stray(layout: Layout, rel: str) -> None:
+    *dirs, base = rel.split("/")
+    try:
+        with open_dir(layout.data_dir, dirs, create=False) as parent:
+            os.unlink(base, dir_fd=parent)
+    except OSError:
+        pass

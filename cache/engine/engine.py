@@ -1,0 +1,398 @@
+"""The engine: one per cache directory per process; many may share a directory safely.
+
+`Engine` is async and owns its resources explicitly (`async with Engine(config) as engine`):
+a backend per store, a thread for the index, a pool of threads for file I/O. Cross-process
+safety comes from the index's transactions and from per-object OFD locks (see locks.py), so
+the CLI, several training processes and the agent can point at one cache directory and each
+object is still downloaded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .. import keys as keymap
+from ..backends.base import Backend, Checksum, ObjectInfo
+from ..config import Config
+from ..errors import CacheError, IntegrityError, VersionChangedError, redact
+from ..policy import Candidate, Protection, Usage, choose_victims, headroom
+from ..store import files
+from ..store.index import Index
+from ..store.layout import Layout
+from ..urls import StoreURL, parse_url
+from .download import Downloader, check_integrity, with_retries
+from .locks import ObjectLock, PrioritySemaphore
+
+T = TypeVar("T")
+BackendFactory = Callable[[StoreURL, Config], Awaitable[Backend]]
+
+#: priorities of request slots: an on-demand miss goes before prefetch work
+PRIORITY_ON_DEMAND = 0
+PRIORITY_PREFETCH = 1
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    key: str
+    #: the published file, or None when the object could not be cached (read it through)
+    path: Path | None
+    downloaded: bool
+    reason: str | None = None
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Progress:
+    url: str
+    objects_total: int
+    bytes_total: int
+    objects_done: int = 0
+    bytes_done: int = 0
+    objects_failed: int = 0
+    started_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    key: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PrefetchReport:
+    url: str
+    local_dir: Path
+    objects_total: int
+    bytes_total: int
+    objects_downloaded: int
+    bytes_downloaded: int
+    objects_already_local: int
+    refused: list[keymap.KeyRefusal] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    not_cached: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class Engine:
+    """Prefetches datasets and fetches objects into a local, verified mirror."""
+
+    def __init__(self, config: Config, backend_factory: BackendFactory | None = None) -> None:
+        self.config = config
+        self.layout = Layout(config.cache_dir)
+        self._factory = backend_factory
+        self._backends: dict[str, Backend] = {}
+        self._backend_locks: dict[str, asyncio.Lock] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[FetchResult]] = {}
+        self._slots = PrioritySemaphore(config.max_concurrency)
+        self._io = ThreadPoolExecutor(max(8, config.max_concurrency // 2),
+                                      thread_name_prefix="shardcache-io")
+        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="shardcache-index")
+        self._index: Index | None = None
+        self.downloader = Downloader(config, self._slots, self._io)
+        self.live: dict[str, Progress] = {}
+        self.counters: dict[str, int] = {
+            "objects_downloaded": 0, "bytes_downloaded": 0, "evictions": 0,
+            "evicted_bytes": 0, "integrity_failures": 0, "read_through": 0,
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def __aenter__(self) -> Engine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Prepare the cache directory and adopt what a previous run left behind."""
+        await asyncio.get_running_loop().run_in_executor(self._db_thread, self._open_sync)
+
+    def _open_sync(self) -> None:
+        self.layout.prepare()
+        self._index = Index(self.layout.index_path)
+        from .adopt import adopt_quick
+
+        adopt_quick(self.layout, self._index)
+
+    async def close(self) -> None:
+        for backend in self._backends.values():
+            try:
+                await backend.close()
+            except Exception:  # noqa: BLE001 - closing must not mask the caller's error
+                pass
+        self._backends.clear()
+        if self._index is not None:
+            await self.db(self._index.close)
+            self._index = None
+        self._io.shutdown(wait=True, cancel_futures=True)
+        self._db_thread.shutdown(wait=True)
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            raise CacheError("the engine is not open; use `async with Engine(config)`")
+        return self._index
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` on the index thread (the only thread that touches the index)."""
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
+
+    async def io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    async def backend(self, url: StoreURL) -> Backend:
+        lock = self._backend_locks.setdefault(url.store, asyncio.Lock())
+        async with lock:
+            if url.store not in self._backends:
+                factory = self._factory
+                if factory is None:
+                    from ..backends.fsspec_adapter import open_backend
+
+                    factory = open_backend
+                self._backends[url.store] = await factory(url, self.config)
+            return self._backends[url.store]
+
+    # -- paths --------------------------------------------------------------------------
+    def local_path(self, url: str | StoreURL) -> Path:
+        """Local directory of a dataset URL (ending in / or naming a prefix) or file of a key."""
+        parsed = parse_url(url) if isinstance(url, str) else url
+        if not parsed.path or parsed.path.endswith("/"):
+            return self.layout.dataset_dir(parsed)
+        return self.layout.object_path(parsed)
+
+    # -- fetching one object ------------------------------------------------------------
+    async def ensure(self, url: StoreURL, info: ObjectInfo, *, priority: int = PRIORITY_ON_DEMAND,
+                     protect: tuple[tuple[str, str], ...] = ()) -> FetchResult:
+        """Make `info` local (once, however many callers ask at the same time)."""
+        slot = (url.store, info.key)
+        if slot in self._inflight:
+            return await asyncio.shield(self._inflight[slot])
+        fut: asyncio.Future[FetchResult] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._inflight[slot] = fut
+        try:
+            result = await self._ensure_locked(url, info, priority, protect)
+        except BaseException as e:
+            fut.set_exception(e if isinstance(e, Exception) else CacheError("cancelled"))
+            raise
+        finally:
+            del self._inflight[slot]
+        fut.set_result(result)
+        return result
+
+    async def _ensure_locked(self, url: StoreURL, info: ObjectInfo, priority: int,
+                             protect: tuple[tuple[str, str], ...]) -> FetchResult:
+        segments = self.layout.store_segments(url)
+        path = files.path_of(self.layout, segments, info.key)
+        if await self.db(self._is_local, url.store, segments, info):
+            return FetchResult(info.key, path, downloaded=False, size=info.size)
+        lock = ObjectLock(self.layout.lock_path, url.store, info.key)
+        await lock.acquire(timeout_s=self.config.read_timeout_s * 4)
+        try:
+            if await self.db(self._is_local, url.store, segments, info):
+                return FetchResult(info.key, path, downloaded=False, size=info.size)
+            rid = uuid.uuid4().hex
+            if not await self.db(self._reserve, rid, info.size, url.store, protect):
+                self.counters["read_through"] += 1
+                return FetchResult(info.key, None, downloaded=False, reason="over_capacity")
+            try:
+                await self._download_and_publish(url, info, segments, rid, priority)
+            finally:
+                await self.db(self._drop_reservation, rid)
+        finally:
+            lock.release()
+        self.counters["objects_downloaded"] += 1
+        self.counters["bytes_downloaded"] += info.size
+        return FetchResult(info.key, path, downloaded=True, size=info.size)
+
+    async def _download_and_publish(self, url: StoreURL, info: ObjectInfo, segments: list[str],
+                                    rid: str, priority: int) -> None:
+        backend = await self.backend(url)
+        attempts = self.config.retry.max_attempts
+        for attempt in range(1, attempts + 1):
+            staging = await self.io(files.create_staging, self.layout)
+            try:
+                md5 = await self.downloader.fetch_into(backend, info, staging, priority)
+                fin = await self.io(files.finish, staging, md5, self.config.fsync)
+                check_integrity(info, md5, fin.size)
+            except IntegrityError as e:
+                await self.io(files.discard, self.layout, staging)
+                if isinstance(e, VersionChangedError):
+                    raise
+                self.counters["integrity_failures"] += 1
+                if attempt == attempts:
+                    raise
+                continue
+            except BaseException:
+                await asyncio.shield(self.io(files.discard, self.layout, staging))
+                raise
+            break
+        await self._publish(url, info, segments, staging, fin, rid)
+
+    async def _publish(self, url: StoreURL, info: ObjectInfo, segments: list[str],
+                       staging: files.Staging, fin: files.Finished, rid: str) -> None:
+        await self.db(self._record_pending, url.store, info, fin, rid)
+        try:
+            await self.io(files.publish, self.layout, staging, segments, info.key,
+                          self.config.fsync)
+        except BaseException as e:
+            await asyncio.shield(self.db(self.index.remove, url.store, info.key))
+            await asyncio.shield(self.io(files.discard, self.layout, staging))
+            if isinstance(e, OSError):
+                raise CacheError(
+                    f"{url.child(info.key)}: cannot publish to "
+                    f"{files.path_of(self.layout, segments, info.key)}: {e.strerror}; "
+                    "something other than a plain directory is in the way (run "
+                    "`shardcache verify`)") from e
+            raise
+        await self.db(self.index.mark_ready, url.store, info.key)
+
+    # -- index-thread helpers (blocking) ------------------------------------------------
+    def _is_local(self, store: str, segments: list[str], info: ObjectInfo) -> bool:
+        entry = self.index.get(store, info.key)
+        if entry is None or entry.version != info.version or entry.state != "ready":
+            return False
+        st = files.stat_published(self.layout, segments, info.key)
+        return st is not None and (st.st_ino, st.st_size, st.st_mtime_ns) == (
+            entry.ino, entry.size, entry.mtime_ns)
+
+    def local_keys(self, url: StoreURL, infos: list[ObjectInfo]) -> set[str]:
+        segments = self.layout.store_segments(url)
+        return {i.key for i in infos if self._is_local(url.store, segments, i)}
+
+    def _record_pending(self, store: str, info: ObjectInfo, fin: files.Finished,
+                        rid: str) -> None:
+        idx = self.index
+        idx.begin()
+        try:
+            idx.put_pending(store, info, fin.md5, fin.ino, fin.mtime_ns)
+            idx.drop_reservation(rid)
+            idx.commit()
+        except BaseException:
+            idx.rollback()
+            raise
+
+    def _drop_reservation(self, rid: str) -> None:
+        self.index.drop_reservation(rid)
+
+    def disk_usage(self) -> tuple[int, int]:
+        st = os.statvfs(self.layout.root)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+    def usage(self) -> Usage:
+        free, total = self.disk_usage()
+        return Usage(self.index.published_bytes(), self.index.reserved_bytes(), free, total)
+
+    def protection(self, store: str, requester: tuple[tuple[str, str], ...]) -> Protection:
+        pinned = tuple((u.store, u.prefix) for u in
+                       (parse_url(url) for url, _ in self.index.pins()))
+        return Protection(pinned=pinned, requester=requester)
+
+    def _reserve(self, rid: str, size: int, store: str,
+                 requester: tuple[tuple[str, str], ...]) -> bool:
+        idx = self.index
+        idx.begin()
+        try:
+            room = headroom(self.usage(), self.config.max_bytes, self.config.min_free_fraction)
+            victims = choose_victims(size, room, self._candidates(),
+                                     self.protection(store, requester))
+            if victims is None:
+                idx.rollback()
+                return False
+            for v in victims:
+                self._evict_one(v.store, v.key)
+            idx.add_reservation(rid, size)
+            idx.commit()
+            return True
+        except BaseException:
+            idx.rollback()
+            raise
+
+    def _candidates(self) -> Iterator[Candidate]:
+        after: tuple[float, str, str] | None = None
+        while batch := self.index.eviction_order(256, after):
+            for e in batch:
+                yield Candidate(e.store, e.key, e.size, e.atime)
+            last = batch[-1]
+            after = (last.atime, last.store, last.key)
+
+    def _evict_one(self, store: str, key: str) -> None:
+        url = parse_url(store + "/")
+        files.unlink_published(self.layout, self.layout.store_segments(url), key)
+        entry = self.index.remove(store, key)
+        self.counters["evictions"] += 1
+        self.counters["evicted_bytes"] += entry.size if entry else 0
+
+    # -- datasets -----------------------------------------------------------------------
+    async def prefetch(self, url: str, *, owner: str | None = None,
+                       progress: Callable[[Progress], None] | None = None,
+                       download: bool = True) -> PrefetchReport:
+        from .prefetch import run_prefetch
+
+        return await run_prefetch(self, parse_url(url).as_dataset(), owner, progress, download)
+
+    async def fetch(self, url: str) -> FetchResult:
+        """Make one object local now, ahead of any prefetch work; list it if not known."""
+        parsed = parse_url(url)
+        info = await self.db(self._known_info, parsed)
+        if info is None:
+            backend = await self.backend(parsed)
+            info = await with_retries(lambda: backend.stat(parsed.path), self.config.retry)
+        protect = await self.db(self._covering_datasets, parsed)
+        try:
+            return await self.ensure(parsed, info, priority=PRIORITY_ON_DEMAND, protect=protect)
+        except VersionChangedError:
+            backend = await self.backend(parsed)
+            info = await backend.stat(parsed.path)
+            return await self.ensure(parsed, info, priority=PRIORITY_ON_DEMAND, protect=protect)
+
+    def _known_info(self, url: StoreURL) -> ObjectInfo | None:
+        entry = self.index.get(url.store, url.path)
+        if entry is not None and entry.state == "ready":
+            return ObjectInfo(entry.key, entry.size, entry.version)
+        row = self.index.manifest_info(url.store, url.path)
+        if row is None:
+            return None
+        key, size, version, md5 = row
+        return ObjectInfo(key, size, version, Checksum("md5", md5) if md5 else None)
+
+    def _covering_datasets(self, url: StoreURL) -> tuple[tuple[str, str], ...]:
+        return tuple((d.store, d.prefix) for d in self.index.datasets()
+                     if d.store == url.store and url.path.startswith(d.prefix))
+
+    async def pin(self, url: str, owner: str) -> None:
+        await self.db(self.index.pin, str(parse_url(url).as_dataset()), owner)
+
+    async def unpin(self, url: str, owner: str) -> None:
+        await self.db(self.index.unpin, str(parse_url(url).as_dataset()), owner)
+
+    def snapshot_counters(self) -> dict[str, int]:
+        return dict(self.counters, bytes_read=self.downloader.bytes_read,
+                    retries=self.downloader.retries)
+
+
+def failure_of(key: str, error: BaseException) -> Failure:
+    kind = getattr(error, "kind", type(error).__name__)
+    return Failure(key, str(kind), redact(str(error)) or type(error).__name__)
+
+
+def progress_add(p: Progress, objects: int = 0, nbytes: int = 0, failed: int = 0) -> Progress:
+    return replace(p, objects_done=p.objects_done + objects, bytes_done=p.bytes_done + nbytes,
+                   objects_failed=p.objects_failed + failed)
+
+
+def now() -> float:
+    return time.time()

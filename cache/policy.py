@@ -1,0 +1,124 @@
+"""Capacity policy: how much may still be cached, and what may be evicted. Pure functions.
+
+The policy is built for datasets larger than the cache under random shuffling, where LRU
+thrashes: every epoch visits every object in a new order, so LRU evicts each object shortly
+before it is needed again. Instead:
+
+* an object of a dataset that is pinned (in use by a running pod) is never evicted;
+* an object is never evicted to make room for another object of a dataset it belongs to, so
+  what a dataset has cached stays cached ("sticky"), and the rest of that dataset is read
+  through without churn; the hit rate then reaches cache/dataset, the bound for any policy that
+  does not know the future order;
+* everything else is evicted oldest first (by last use).
+
+All byte accounting includes staging: a download reserves its size before its first byte is
+written, and the reservation counts against the budget until the file is published or dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A snapshot of what the cache holds and what the disk has, in bytes."""
+
+    published: int
+    reserved: int
+    disk_free: int
+    disk_total: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    store: str
+    key: str
+    size: int
+    atime: float
+
+
+@dataclass(frozen=True)
+class Protection:
+    """Prefixes whose objects may not be evicted now: (store, prefix) pairs."""
+
+    pinned: tuple[tuple[str, str], ...] = ()
+    requester: tuple[tuple[str, str], ...] = ()
+
+    def covers(self, store: str, key: str) -> bool:
+        return any(s == store and key.startswith(p) for s, p in (*self.pinned, *self.requester))
+
+
+def headroom(usage: Usage, max_bytes: int | None, min_free_fraction: float) -> int:
+    """Bytes that may still be added to the cache without breaking the budget or the disk
+    reserve. Negative when the cache is already over (after the budget was lowered)."""
+    disk_room = usage.disk_free - int(min_free_fraction * usage.disk_total) - usage.reserved
+    if max_bytes is None:
+        return disk_room
+    return min(max_bytes - usage.published - usage.reserved, disk_room)
+
+
+def choose_victims(need: int, room: int, candidates: Iterable[Candidate],
+                   protection: Protection) -> list[Candidate] | None:
+    """Victims to evict so that `need` bytes fit, given `room` bytes free now.
+
+    `candidates` come oldest first. Returns [] when it already fits, None when it cannot fit
+    without evicting protected objects (the caller reads through instead).
+    """
+    if need <= room:
+        return []
+    victims: list[Candidate] = []
+    for cand in candidates:
+        if protection.covers(cand.store, cand.key):
+            continue
+        victims.append(cand)
+        room += cand.size
+        if need <= room:
+            return victims
+    return None
+
+
+class StickyCacheModel:
+    """The engine's admission policy for one dataset, as a model for simulations (R5).
+
+    A miss is admitted while it fits and never evicts another object of the same dataset.
+    """
+
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity = capacity_bytes
+        self.used = 0
+        self.items: set[str] = set()
+
+    def access(self, key: str, size: int) -> bool:
+        if key in self.items:
+            return True
+        room = self.capacity - self.used
+        victims = choose_victims(size, room, [], Protection())
+        if victims is not None:  # fits without evicting anything
+            self.items.add(key)
+            self.used += size
+        return False
+
+
+class LRUCacheModel:
+    """Plain LRU over the same accesses, for comparison."""
+
+    def __init__(self, capacity_bytes: int) -> None:
+        from collections import OrderedDict
+
+        self.capacity = capacity_bytes
+        self.used = 0
+        self.items: OrderedDict[str, int] = OrderedDict()
+
+    def access(self, key: str, size: int) -> bool:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return True
+        while self.items and self.used + size > self.capacity:
+            _, old = self.items.popitem(last=False)
+            self.used -= old
+        if size <= self.capacity:
+            self.items[key] = size
+            self.used += size
+        return False

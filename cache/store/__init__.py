@@ -1,0 +1,1 @@
+"""The on-disk cache: layout, index, locks, and atomic publication of files."""

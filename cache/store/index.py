@@ -1,0 +1,274 @@
+"""The persistent index of the cache, in SQLite.
+
+Why SQLite and not diskcache: the engine needs prefix queries (a dataset is a key range),
+multi-row transactions shared by several processes (capacity reservations, pins), and a
+schema a human can inspect with `sqlite3`. It stores plain columns, never pickles.
+
+Crash safety comes from the order of steps, not from the index alone: a file is renamed into
+data/ only after its row is written as `pending` with the staging file's inode, and the row is
+marked `ready` after the rename. On start, a `pending` row whose path now has that inode is
+adopted; any other `pending` row is dropped. Rows never outlive their file unnoticed:
+`lookup_valid` compares inode, size and mtime before calling anything a hit.
+
+INVARIANT: meta.published_bytes == SUM(objects.size WHERE state = 'ready' or 'pending').
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..backends.base import ObjectInfo
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects(
+    store TEXT NOT NULL, key TEXT NOT NULL, version TEXT NOT NULL, size INTEGER NOT NULL,
+    md5 TEXT, ino INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, state TEXT NOT NULL,
+    atime REAL NOT NULL, PRIMARY KEY (store, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS datasets(
+    url TEXT PRIMARY KEY, store TEXT NOT NULL, prefix TEXT NOT NULL, listed_at REAL,
+    objects_total INTEGER NOT NULL DEFAULT 0, bytes_total INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'idle', errors TEXT NOT NULL DEFAULT '[]',
+    last_used REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS manifest(
+    url TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, version TEXT NOT NULL,
+    md5 TEXT, PRIMARY KEY (url, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS manifest_by_key ON manifest(key);
+CREATE TABLE IF NOT EXISTS pins(
+    url TEXT NOT NULL, owner TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (url, owner)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reservations(
+    id TEXT PRIMARY KEY, pid INTEGER NOT NULL, start_ticks INTEGER NOT NULL,
+    bytes INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta VALUES ('published_bytes', 0);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    store: str
+    key: str
+    version: str
+    size: int
+    md5: str | None
+    ino: int
+    mtime_ns: int
+    state: str
+    atime: float
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    url: str
+    store: str
+    prefix: str
+    listed_at: float | None
+    objects_total: int
+    bytes_total: int
+    state: str
+    errors: list[dict[str, str]]
+    last_used: float
+
+
+def process_start_ticks(pid: int) -> int:
+    """Start time of `pid` in clock ticks since boot (0 if unknown): pid + start time names a
+    process uniquely even after its pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def process_alive(pid: int, start_ticks: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return start_ticks == 0 or process_start_ticks(pid) in (0, start_ticks)
+
+
+class Index:
+    """One connection to the index. Not thread-safe: the engine owns it from one thread."""
+
+    def __init__(self, path: Path) -> None:
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE where it matters)
+        self._db = sqlite3.connect(path, timeout=60.0, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- transactions -------------------------------------------------------------------
+    def begin(self) -> None:
+        """BEGIN IMMEDIATE: take the write lock now, so capacity checks are not racy."""
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self._db.execute("ROLLBACK")
+
+    # -- objects ------------------------------------------------------------------------
+    def get(self, store: str, key: str) -> Entry | None:
+        row = self._db.execute(
+            "SELECT * FROM objects WHERE store=? AND key=?", (store, key)).fetchone()
+        return Entry(*row) if row else None
+
+    def entries(self, store: str | None = None, prefix: str = "") -> Iterator[Entry]:
+        if store is None:
+            cur = self._db.execute("SELECT * FROM objects ORDER BY store, key")
+        else:
+            cur = self._db.execute(
+                "SELECT * FROM objects WHERE store=? AND key>=? AND key<? ORDER BY key",
+                (store, prefix, prefix + "\U0010ffff"))
+        for row in cur:
+            yield Entry(*row)
+
+    def put_pending(self, store: str, info: ObjectInfo, md5: str, ino: int, mtime_ns: int) -> None:
+        """Record a file about to be renamed into place (replacing any older version)."""
+        self._remove_row(store, info.key)
+        self._db.execute(
+            "INSERT INTO objects VALUES (?,?,?,?,?,?,?,'pending',?)",
+            (store, info.key, info.version, info.size, md5, ino, mtime_ns, time.time()))
+        self._add_bytes(info.size)
+
+    def mark_ready(self, store: str, key: str) -> None:
+        self._db.execute("UPDATE objects SET state='ready' WHERE store=? AND key=?", (store, key))
+
+    def remove(self, store: str, key: str) -> Entry | None:
+        entry = self.get(store, key)
+        self._remove_row(store, key)
+        return entry
+
+    def _remove_row(self, store: str, key: str) -> None:
+        row = self._db.execute(
+            "SELECT size FROM objects WHERE store=? AND key=?", (store, key)).fetchone()
+        if row:
+            self._db.execute("DELETE FROM objects WHERE store=? AND key=?", (store, key))
+            self._add_bytes(-row[0])
+
+    def pending(self) -> list[Entry]:
+        return [Entry(*r) for r in self._db.execute("SELECT * FROM objects WHERE state='pending'")]
+
+    def eviction_order(self, batch: int, after: tuple[float, str, str] | None) -> list[Entry]:
+        """Ready entries oldest first, `batch` at a time, resuming after `after`."""
+        if after is None:
+            cur = self._db.execute(
+                "SELECT * FROM objects WHERE state='ready' ORDER BY atime, store, key LIMIT ?",
+                (batch,))
+        else:
+            cur = self._db.execute(
+                "SELECT * FROM objects WHERE state='ready' AND (atime, store, key) > (?,?,?) "
+                "ORDER BY atime, store, key LIMIT ?", (*after, batch))
+        return [Entry(*r) for r in cur]
+
+    def touch(self, store: str, keys: Iterable[str], when: float) -> None:
+        self._db.executemany("UPDATE objects SET atime=? WHERE store=? AND key=?",
+                             [(when, store, k) for k in keys])
+
+    # -- capacity -----------------------------------------------------------------------
+    def published_bytes(self) -> int:
+        return int(self._db.execute("SELECT v FROM meta WHERE k='published_bytes'").fetchone()[0])
+
+    def _add_bytes(self, delta: int) -> None:
+        self._db.execute("UPDATE meta SET v = v + ? WHERE k='published_bytes'", (delta,))
+
+    def reserved_bytes(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(SUM(bytes),0) FROM reservations").fetchone()[0])
+
+    def add_reservation(self, rid: str, nbytes: int) -> None:
+        pid = os.getpid()
+        self._db.execute("INSERT INTO reservations VALUES (?,?,?,?)",
+                         (rid, pid, process_start_ticks(pid), nbytes))
+
+    def drop_reservation(self, rid: str) -> None:
+        self._db.execute("DELETE FROM reservations WHERE id=?", (rid,))
+
+    def drop_dead_reservations(self) -> int:
+        rows = self._db.execute("SELECT id, pid, start_ticks FROM reservations").fetchall()
+        dead = [(rid,) for rid, pid, ticks in rows if not process_alive(pid, ticks)]
+        self._db.executemany("DELETE FROM reservations WHERE id=?", dead)
+        return len(dead)
+
+    # -- datasets, manifests, pins ------------------------------------------------------
+    def save_manifest(self, url: str, store: str, prefix: str, objects: list[ObjectInfo],
+                      when: float) -> None:
+        self._db.execute("DELETE FROM manifest WHERE url=?", (url,))
+        self._db.executemany(
+            "INSERT INTO manifest VALUES (?,?,?,?,?)",
+            [(url, o.key, o.size, o.version, o.checksum.value if o.checksum else None)
+             for o in objects])
+        self._db.execute(
+            "INSERT INTO datasets(url, store, prefix, listed_at, objects_total, bytes_total, "
+            "state, last_used) VALUES (?,?,?,?,?,?,'listed',?) ON CONFLICT(url) DO UPDATE SET "
+            "listed_at=excluded.listed_at, objects_total=excluded.objects_total, "
+            "bytes_total=excluded.bytes_total, last_used=excluded.last_used",
+            (url, store, prefix, when, len(objects), sum(o.size for o in objects), when))
+
+    def manifest(self, url: str) -> list[tuple[str, int, str, str | None]]:
+        return self._db.execute(
+            "SELECT key, size, version, md5 FROM manifest WHERE url=? ORDER BY key",
+            (url,)).fetchall()
+
+    def manifest_info(self, store: str, key: str) -> tuple[str, int, str, str | None] | None:
+        row = self._db.execute(
+            "SELECT m.key, m.size, m.version, m.md5 FROM manifest m JOIN datasets d "
+            "ON d.url = m.url WHERE m.key=? AND d.store=? LIMIT 1", (key, store)).fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def update_manifest_row(self, url: str, info: ObjectInfo) -> None:
+        self._db.execute(
+            "UPDATE manifest SET size=?, version=?, md5=? WHERE url=? AND key=?",
+            (info.size, info.version, info.checksum.value if info.checksum else None, url,
+             info.key))
+
+    def set_dataset_state(self, url: str, state: str, errors: list[dict[str, str]]) -> None:
+        self._db.execute("UPDATE datasets SET state=?, errors=? WHERE url=?",
+                         (state, json.dumps(errors), url))
+
+    def datasets(self) -> list[DatasetRow]:
+        rows = self._db.execute("SELECT * FROM datasets ORDER BY url").fetchall()
+        return [DatasetRow(*r[:7], json.loads(r[7]), r[8]) for r in rows]
+
+    def dataset(self, url: str) -> DatasetRow | None:
+        r = self._db.execute("SELECT * FROM datasets WHERE url=?", (url,)).fetchone()
+        return DatasetRow(*r[:7], json.loads(r[7]), r[8]) if r else None
+
+    def local_totals(self, url: str) -> tuple[int, int]:
+        """Objects and bytes of the dataset's manifest that are published at that version."""
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(m.size),0) FROM manifest m JOIN datasets d "
+            "ON d.url = m.url JOIN objects o ON o.store = d.store AND o.key = m.key "
+            "AND o.version = m.version AND o.state='ready' WHERE m.url=?", (url,)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def forget_dataset(self, url: str) -> None:
+        self._db.execute("DELETE FROM manifest WHERE url=?", (url,))
+        self._db.execute("DELETE FROM datasets WHERE url=?", (url,))
+        self._db.execute("DELETE FROM pins WHERE url=?", (url,))
+
+    def pin(self, url: str, owner: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO pins VALUES (?,?,?)", (url, owner, time.time()))
+
+    def unpin(self, url: str, owner: str) -> None:
+        self._db.execute("DELETE FROM pins WHERE url=? AND owner=?", (url, owner))
+
+    def pins(self) -> list[tuple[str, str]]:
+        return self._db.execute("SELECT url, owner FROM pins ORDER BY url, owner").fetchall()
+
+    def count_objects(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM objects").fetchone()[0])

@@ -1,0 +1,118 @@
+"""Where things live under the cache root, and safe file-system steps inside it.
+
+    ROOT/
+      FORMAT                  on-disk format version (JSON)
+      index.sqlite3           the index of published objects, datasets, pins, reservations
+      locks                   byte-range lock file for cross-process single flight
+      staging/                files being downloaded (never visible in data/)
+      data/SCHEME/BUCKET/KEY  published, read-only files: the dataset mirrors
+
+Every directory below the root is opened component by component with O_NOFOLLOW relative to
+its parent's descriptor, so a symlink planted anywhere in the tree is never followed and
+nothing is ever created or renamed outside the root.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import CacheStateError
+from ..urls import StoreURL
+
+FORMAT_VERSION = 1
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Layout:
+    """Paths of one cache root. Pure except for `prepare()` and the dir-fd helpers."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.data_dir = self.root / "data"
+        self.staging_dir = self.root / "staging"
+        self.index_path = self.root / "index.sqlite3"
+        self.lock_path = self.root / "locks"
+        self.format_path = self.root / "FORMAT"
+
+    def store_segments(self, url: StoreURL) -> list[str]:
+        """Directory segments of a store under data/: scheme, then bucket."""
+        return [url.scheme, url.bucket.strip("/")]
+
+    def dataset_dir(self, url: StoreURL) -> Path:
+        prefix = url.prefix.rstrip("/")
+        base = self.data_dir.joinpath(*self.store_segments(url))
+        return base / prefix if prefix else base
+
+    def object_path(self, url: StoreURL) -> Path:
+        return self.data_dir.joinpath(*self.store_segments(url), url.path)
+
+    def prepare(self) -> None:
+        """Create the root and its fixed entries; refuse a root that is a symlink."""
+        _refuse_symlink(self.root)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
+        _refuse_symlink(self.root)
+        for sub in (self.data_dir, self.staging_dir):
+            _refuse_symlink(sub)
+            sub.mkdir(exist_ok=True, mode=0o755)
+        self._check_format()
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        os.close(fd)
+
+    def _check_format(self) -> None:
+        try:
+            found = json.loads(self.format_path.read_text())["format"]
+        except FileNotFoundError:
+            tmp = self.root / ".FORMAT.tmp"
+            tmp.write_text(json.dumps({"format": FORMAT_VERSION}) + "\n")
+            os.replace(tmp, self.format_path)
+            return
+        except (ValueError, KeyError, TypeError) as e:
+            raise CacheStateError(
+                f"{self.format_path} is unreadable; remove the cache directory {self.root} "
+                "to start afresh"
+            ) from e
+        if found != FORMAT_VERSION:
+            raise CacheStateError(
+                f"the cache at {self.root} has on-disk format {found}, this shardcache "
+                f"understands {FORMAT_VERSION}; remove the directory or use a matching version"
+            )
+
+
+def _refuse_symlink(path: Path) -> None:
+    if path.is_symlink():
+        raise CacheStateError(
+            f"{path} is a symbolic link; shardcache refuses to use a cache directory that "
+            "could point elsewhere. Remove the link or choose another --cache-dir"
+        )
+
+
+@contextmanager
+def open_dir(root: Path, segments: list[str], *, create: bool) -> Iterator[int]:
+    """Yield a descriptor of ROOT/SEGMENTS…, opened without following any symlink.
+
+    With `create`, missing directories are made. A symlink (or a file) where a directory
+    should be raises NotADirectoryError / OSError(ELOOP) and nothing is created below it.
+    """
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for seg in segments:
+            if create:
+                try:
+                    os.mkdir(seg, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            child = os.open(seg, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def is_symlink_error(e: OSError) -> bool:
+    return e.errno in (errno.ELOOP, errno.ENOTDIR)
