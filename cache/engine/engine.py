@@ -179,7 +179,8 @@ class Engine:
         """Make `info` local (once, however many callers ask at the same time)."""
         slot = (url.store, info.key)
         if slot in self._inflight:
-            return await asyncio.shield(self._inflight[slot])
+            # a follower: the leader downloads, everyone gets the file
+            return replace(await asyncio.shield(self._inflight[slot]), downloaded=False)
         fut: asyncio.Future[FetchResult] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._inflight[slot] = fut
