@@ -89,7 +89,19 @@ def parse_url(url: str) -> StoreURL:
         bucket = bucket.split("@", 1)[0]
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise ConfigError(f"{bucket!r} in {url!r} is not a valid bucket or container name")
-    return StoreURL(scheme, bucket, path.lstrip("/") if scheme == "memory" else path)
+    path = path.lstrip("/") if scheme == "memory" else path
+    _check_path(path, url)
+    return StoreURL(scheme, bucket, path)
+
+
+def _check_path(path: str, url: str) -> None:
+    # The path becomes part of a local path: refuse what keys.check_key refuses (`..`, `//`,
+    # NUL...), so a URL can never name a directory outside its store's mirror.
+    from .keys import check_key
+
+    trimmed = path[:-1] if path.endswith("/") else path
+    if trimmed and (reason := check_key(trimmed)) is not None:
+        raise ConfigError(f"{url!r} cannot be cached: its path has {reason}")
 
 
 def _parse_file(rest: str, url: str) -> StoreURL:
@@ -100,7 +112,9 @@ def _parse_file(rest: str, url: str) -> StoreURL:
     parts = rest.lstrip("/").split("/", 1)
     if not parts[0] or parts[0] in (".", ".."):
         raise ConfigError(f"{url!r}: file URLs need at least one directory below /")
-    return StoreURL("file", "/" + parts[0], parts[1] if len(parts) > 1 else "")
+    path = parts[1] if len(parts) > 1 else ""
+    _check_path(path, url)
+    return StoreURL("file", "/" + parts[0], path)
 
 
 def require_cloud(url: StoreURL) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from .. import keys as keymap
 from ..backends.base import Backend, ObjectInfo
 from ..errors import CacheError, VersionChangedError
+from ..store.layout import open_dir
 from ..urls import StoreURL
 from .download import with_retries
 from .engine import (
@@ -33,6 +34,9 @@ async def run_prefetch(engine: Engine, ds: StoreURL, owner: str | None,
     ok = set(accepted)
     objects = [o for o in listing if o.key in ok]
     await engine.db(_record_listing, engine, ds, objects, owner)
+    # The directory exists from the moment the dataset is known, empty or not, so that a bind
+    # mount can be made before the first file arrives.
+    await engine.io(_make_dataset_dir, engine, ds)
     local = await engine.db(engine.local_keys, ds, objects)
     todo = [o for o in objects if o.key not in local]
     state = Progress(url, len(objects), sum(o.size for o in objects),
@@ -66,6 +70,12 @@ def _final_state(failed: list[Failure], not_cached: list[str],
     if not_cached or refused or (todo and not download):
         return "partial"
     return "complete"
+
+
+def _make_dataset_dir(engine: Engine, ds: StoreURL) -> None:
+    segments = engine.layout.store_segments(ds) + [p for p in ds.prefix.split("/") if p]
+    with open_dir(engine.layout.data_dir, segments, create=True):
+        pass
 
 
 def _record_listing(engine: Engine, ds: StoreURL, objects: list[ObjectInfo],

@@ -55,7 +55,8 @@ def test_parse_url(url, scheme, bucket, prefix):
     assert (parsed.scheme, parsed.bucket, parsed.prefix) == (scheme, bucket, prefix)
 
 
-@pytest.mark.parametrize("url", ["bucket/key", "ftp://x/y", "s3://../x", "s3://a\x00b/", "file://rel"])
+@pytest.mark.parametrize("url", ["bucket/key", "ftp://x/y", "s3://../x", "s3://a\x00b/", "file://rel",
+                                 "s3://bkt/../../etc/", "gs://bkt/a//b/", "file:///tmp/../etc/"])
 def test_parse_url_rejects(url):
     with pytest.raises(ConfigError):
         parse_url(url)

@@ -1,0 +1,132 @@
+"""`shardcache-csi`: parse the command line and environment, build the plugin, serve.
+
+    shardcache-csi --endpoint unix:///csi/csi.sock --node-id "$NODE_NAME" \
+        [--state-dir /var/lib/shardcache-csi] [--kubelet-dir /var/lib/kubelet] \
+        [--policy-file FILE]
+
+The agent is reached at `SHARDCACHE_AGENT_SOCKET` (or `--agent-socket`), the policy file
+may also come from `SHARDCACHE_POLICY_FILE`. Exit status 2 for a usage error, 1 when the
+plugin cannot start; SIGTERM and SIGINT stop it gracefully, leaving every mount in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+from shardcache.client.agent_client import AgentClient
+from shardcache.errors import CacheError, redact
+from shardcache_daemonset.policy import load_policy
+
+from .node import NodeDriver
+from .server import build_server
+from .state import StateDir
+
+log = logging.getLogger("shardcache_csi")
+
+DEFAULT_AGENT_SOCKET = "/run/shardcache/agent.sock"
+#: in-flight calls get this long to finish when the plugin is asked to stop
+GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class CsiConfig:
+    endpoint: str
+    node_id: str
+    agent_socket: str
+    #: where the per-target records live; a hostPath, so that they outlive the container
+    state_dir: str = "/var/lib/shardcache-csi"
+    #: kubelet's root dir; target paths outside its pods/ tree are refused
+    kubelet_dir: str = "/var/lib/kubelet"
+    #: None: no policy file, every cloud URL is allowed (single-tenant clusters)
+    policy_file: str | None = None
+
+
+def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> CsiConfig:
+    p = argparse.ArgumentParser(prog="shardcache-csi", description=__doc__.split("\n")[0])
+    p.add_argument("--endpoint", required=True, help="unix:///path/to/csi.sock")
+    p.add_argument(
+        "--node-id", default=env.get("NODE_NAME"), help="this node's name (default: $NODE_NAME)"
+    )
+    p.add_argument(
+        "--agent-socket", default=env.get("SHARDCACHE_AGENT_SOCKET", DEFAULT_AGENT_SOCKET)
+    )
+    p.add_argument("--state-dir", default=CsiConfig.state_dir)
+    p.add_argument("--kubelet-dir", default=CsiConfig.kubelet_dir)
+    p.add_argument("--policy-file", default=env.get("SHARDCACHE_POLICY_FILE") or None)
+    p.add_argument("--log-level", default=env.get("SHARDCACHE_LOG_LEVEL", "INFO"))
+    args = p.parse_args(argv)
+    if not args.node_id:
+        p.error("--node-id (or NODE_NAME) is required")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return CsiConfig(
+        endpoint=args.endpoint,
+        node_id=args.node_id,
+        agent_socket=args.agent_socket,
+        state_dir=args.state_dir,
+        kubelet_dir=args.kubelet_dir,
+        policy_file=args.policy_file,
+    )
+
+
+def plugin_version() -> str:
+    try:
+        return importlib.metadata.version("shardcache")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_driver(config: CsiConfig) -> NodeDriver:
+    state = StateDir(config.state_dir)
+    state.prepare()
+    return NodeDriver(
+        agent=AgentClient(config.agent_socket),
+        policy=load_policy(config.policy_file),
+        state=state,
+        kubelet_dir=config.kubelet_dir,
+    )
+
+
+def run(config: CsiConfig, stop: threading.Event) -> None:
+    """Serve until `stop` is set; mounts are left as they are when the plugin stops."""
+    driver = build_driver(config)
+    driver.recover()
+    server = build_server(
+        driver, endpoint=config.endpoint, node_id=config.node_id, version=plugin_version()
+    )
+    log.info("serving CSI %s on %s for node %s", "Identity+Node", config.endpoint, config.node_id)
+    try:
+        stop.wait()
+    finally:
+        server.stop(GRACE_S).wait(GRACE_S)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv, os.environ)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        run(config, stop)
+    except CacheError as e:
+        print(f"shardcache-csi: {redact(str(e))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

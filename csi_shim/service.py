@@ -1,0 +1,124 @@
+"""The CSI Identity and Node services: gRPC in, NodeDriver calls, status codes out.
+
+Thin on purpose: requests are unpacked into plain values, NodeDriver does the work, and one
+table turns shardcache errors into the codes the CSI spec asks for (INVALID_ARGUMENT for a
+bad request, PERMISSION_DENIED for a refused URL, ALREADY_EXISTS for a target published with
+other arguments, UNAVAILABLE when the agent does not answer, so that kubelet retries).
+Node methods that are not overridden here answer UNIMPLEMENTED from the generated base class.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import wrappers_pb2
+from shardcache import errors
+from shardcache.errors import redact
+
+from . import DRIVER_NAME
+from .mounter import MountError
+from .node import NodeDriver, PublishRequest
+from .proto import csi_pb2, csi_pb2_grpc
+from .targets import TargetConflictError
+
+log = logging.getLogger(__name__)
+
+#: most specific first: PolicyDeniedError is also a PermissionError, and so on
+_CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (TargetConflictError, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.UnsafeKeyError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.PolicyDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.AccessDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (errors.UnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (errors.OverCapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+]
+
+R = TypeVar("R")
+
+
+def status_code_for(exc: BaseException) -> grpc.StatusCode:
+    """The gRPC code for an error raised while serving a request (INTERNAL if unknown)."""
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _answering(method: Callable[..., R]) -> Callable[..., R]:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+        try:
+            return method(self, request, context)
+        except (errors.CacheError, MountError) as e:
+            code = status_code_for(e)
+            log.warning("%s failed with %s: %s", method.__name__, code.name, redact(str(e)))
+            context.abort(code, redact(str(e)))
+        except Exception as e:  # a bug: say so, and keep serving
+            log.exception("%s failed unexpectedly", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{e.__class__.__name__}: {redact(str(e))}")
+        raise AssertionError("unreachable: abort() raises")  # pragma: no cover
+
+    return wrapper
+
+
+class IdentityService(csi_pb2_grpc.IdentityServicer):
+    def __init__(self, driver: NodeDriver, version: str) -> None:
+        self.driver = driver
+        self.version = version
+
+    @_answering
+    def GetPluginInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return csi_pb2.GetPluginInfoResponse(name=DRIVER_NAME, vendor_version=self.version)
+
+    @_answering
+    def GetPluginCapabilities(self, request: Any, context: grpc.ServicerContext) -> Any:
+        # No CONTROLLER_SERVICE: volumes are inline (ephemeral), nothing to provision.
+        return csi_pb2.GetPluginCapabilitiesResponse()
+
+    @_answering
+    def Probe(self, request: Any, context: grpc.ServicerContext) -> Any:
+        # The plugin itself is healthy whenever it answers; "ready" is whether publishing
+        # can work now, which needs the agent.
+        return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=self.driver.agent.ready()))
+
+
+class NodeService(csi_pb2_grpc.NodeServicer):
+    def __init__(self, driver: NodeDriver, node_id: str) -> None:
+        self.driver = driver
+        self.node_id = node_id
+
+    @_answering
+    def NodePublishVolume(self, request: Any, context: grpc.ServicerContext) -> Any:
+        capability = ""
+        if request.HasField("volume_capability"):
+            capability = request.volume_capability.WhichOneof("access_type") or ""
+        self.driver.publish(
+            PublishRequest(
+                volume_id=request.volume_id,
+                target_path=request.target_path,
+                volume_context=dict(request.volume_context),
+                capability=capability,
+                readonly=request.readonly,
+            )
+        )
+        return csi_pb2.NodePublishVolumeResponse()
+
+    @_answering
+    def NodeUnpublishVolume(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self.driver.unpublish(request.volume_id, request.target_path)
+        return csi_pb2.NodeUnpublishVolumeResponse()
+
+    @_answering
+    def NodeGetCapabilities(self, request: Any, context: grpc.ServicerContext) -> Any:
+        # No STAGE_UNSTAGE_VOLUME: there is no device to stage, only a directory to bind.
+        return csi_pb2.NodeGetCapabilitiesResponse()
+
+    @_answering
+    def NodeGetInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return csi_pb2.NodeGetInfoResponse(node_id=self.node_id)

@@ -1,0 +1,163 @@
+"""Fixtures for the CSI plugin: an agent (stub, see _agent_stub.py), a plugin serving on a
+real unix socket, and a gRPC client; every mount made under the test's directory is lazily
+unmounted at the end, whatever happened."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from shardcache.client.agent_client import AgentClient
+from shardcache_csi.mounter import MountError, unmount
+from shardcache_csi.mountinfo import read_mountinfo
+from shardcache_csi.node import NodeDriver
+from shardcache_csi.proto import csi_pb2, csi_pb2_grpc
+from shardcache_csi.server import build_server
+from shardcache_csi.state import StateDir
+from shardcache_daemonset.policy import load_policy
+
+from ._agent_stub import AgentStub
+
+#: a gRPC wait in a test never hangs the suite
+RPC_TIMEOUT_S = 10.0
+POD_UID = "1f2e3d4c-0000-4000-8000-00000000a001"
+NAMESPACE = "team-a"
+DATASET = "s3://bucket-a/imagenet/"
+POLICY = {"namespaces": {NAMESPACE: ["s3://bucket-a/"], "*": []}}
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+needs_root = pytest.mark.skipif(
+    not is_root(), reason="bind mounts need root (CAP_SYS_ADMIN); run the suite as root"
+)
+
+
+def lazy_unmount_under(root: str) -> None:
+    """Finalizer: take down every mount below `root`, deepest first (umount -l)."""
+    prefix = os.path.realpath(root) + "/"
+    for entry in sorted(read_mountinfo(), key=lambda e: -len(e.mount_point)):
+        if entry.mount_point.startswith(prefix):
+            with contextlib.suppress(MountError):
+                unmount(entry.mount_point, lazy=True)
+
+
+@dataclass
+class Env:
+    root: Path
+    kubelet_dir: Path
+    state_dir: Path
+    endpoint: str
+    agent: AgentStub
+    policy_file: Path
+
+    def target(self, pod_uid: str = POD_UID, volume: str = "data") -> str:
+        """The path kubelet would pass, with its parent created as kubelet does."""
+        parent = self.kubelet_dir / "pods" / pod_uid / "volumes" / "kubernetes.io~csi" / volume
+        parent.mkdir(parents=True, exist_ok=True)
+        return str(parent / "mount")
+
+    def fill(self, url: str, files: dict[str, bytes]) -> Path:
+        """Put files in the dataset's local directory, as the agent would after prefetch."""
+        local = self.agent.local_dir(url)
+        for name, data in files.items():
+            (local / name).parent.mkdir(parents=True, exist_ok=True)
+            (local / name).write_bytes(data)
+        return local
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    # Short paths under /tmp: a unix socket path must fit in 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="sc-csi-", dir="/tmp"))
+    agent = AgentStub(str(root / "agent.sock"), root / "cache").start()
+    policy_file = root / "policy.json"
+    policy_file.write_text(json.dumps(POLICY))
+    (root / "kubelet").mkdir()
+    try:
+        yield Env(
+            root, root / "kubelet", root / "state", f"unix://{root}/csi.sock", agent, policy_file
+        )
+    finally:
+        agent.stop()
+        lazy_unmount_under(str(root))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Client:
+    identity: csi_pb2_grpc.IdentityStub
+    node: csi_pb2_grpc.NodeStub
+    channel: grpc.Channel
+    driver: NodeDriver
+
+
+def make_driver(env: Env) -> NodeDriver:
+    state = StateDir(str(env.state_dir))
+    state.prepare()
+    return NodeDriver(
+        agent=AgentClient(env.agent.socket_path, timeout_s=5.0),
+        policy=load_policy(env.policy_file),
+        state=state,
+        kubelet_dir=str(env.kubelet_dir),
+    )
+
+
+@pytest.fixture
+def plugin(env: Env) -> Iterator[Client]:
+    """The plugin, in this process, serving on a real unix socket; a real gRPC client."""
+    driver = make_driver(env)
+    driver.recover()
+    server = build_server(driver, endpoint=env.endpoint, node_id="node-1", version="test")
+    channel = grpc.insecure_channel(env.endpoint)
+    try:
+        yield Client(
+            csi_pb2_grpc.IdentityStub(channel), csi_pb2_grpc.NodeStub(channel), channel, driver
+        )
+    finally:
+        channel.close()
+        server.stop(None).wait(5)
+
+
+def publish_request(
+    target: str,
+    *,
+    dataset: str | None = DATASET,
+    namespace: str = NAMESPACE,
+    pod_uid: str = POD_UID,
+    volume_id: str = "csi-0123abcd",
+    readonly: bool = True,
+    **extra: str,
+) -> csi_pb2.NodePublishVolumeRequest:
+    """What kubelet sends for an inline (ephemeral) volume with podInfoOnMount: true."""
+    context = {
+        "csi.storage.k8s.io/pod.name": "trainer-0",
+        "csi.storage.k8s.io/pod.namespace": namespace,
+        "csi.storage.k8s.io/pod.uid": pod_uid,
+        "csi.storage.k8s.io/serviceAccount.name": "default",
+        "csi.storage.k8s.io/ephemeral": "true",
+        **extra,
+    }
+    if dataset is not None:
+        context["dataset"] = dataset
+    mode = csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
+    return csi_pb2.NodePublishVolumeRequest(
+        volume_id=volume_id,
+        target_path=target,
+        volume_capability=csi_pb2.VolumeCapability(
+            mount=csi_pb2.VolumeCapability.MountVolume(),
+            access_mode=csi_pb2.VolumeCapability.AccessMode(mode=mode),
+        ),
+        readonly=readonly,
+        volume_context=context,
+    )
