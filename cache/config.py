@@ -68,8 +68,8 @@ class RetryPolicy:
 
     def backoff_s(self, attempt: int, rand: float) -> float:
         """Full-jitter exponential backoff for `attempt` (1-based) given `rand` in [0, 1)."""
-        ceiling = min(self.max_backoff_s, self.base_backoff_s * (2 ** (attempt - 1)))
-        return ceiling * rand
+        ceiling = min(self.max_backoff_s, self.base_backoff_s * 2.0 ** (attempt - 1))
+        return float(ceiling * rand)
 
     def should_retry(self, attempt: int, retryable: bool) -> bool:
         return retryable and attempt < self.max_attempts
@@ -139,6 +139,6 @@ class Config:
 
 def _float(env: Mapping[str, str], name: str) -> float:
     try:
-        return float(env[name])
+        return float(str(env[name]))
     except ValueError as e:
         raise ConfigError(f"{name}={env[name]!r} is not a number") from e

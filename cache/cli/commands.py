@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import time
 
 from ..config import Config, format_size
@@ -111,7 +112,8 @@ async def _verify(engine: Engine, args: argparse.Namespace, out: Output) -> int:
 
 
 async def _evict(engine: Engine, args: argparse.Namespace, out: Output) -> int:
-    objects, nbytes = await engine.db(m.evict, engine, args.url, force=args.force)
+    objects, nbytes = await engine.db(functools.partial(m.evict, force=args.force), engine,
+                                      args.url)
     if out.json_mode:
         out.json({"url": args.url, "objects_removed": objects, "bytes_removed": nbytes})
     else:

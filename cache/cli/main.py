@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if agent:
             from .agent_commands import run_with_agent
 
-            return run_with_agent(args, agent, out)
+            return int(run_with_agent(args, agent, out))
         from .commands import run_in_process
 
         return asyncio.run(run_in_process(args, make_config(args), out))

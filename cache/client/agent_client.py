@@ -69,7 +69,7 @@ class AgentClient:
     def register(self, url: str, owner: str, namespace: str | None = None,
                  prefetch: str = "all") -> dict[str, Any]:
         body = {"url": url, "owner": owner, "namespace": namespace, "prefetch": prefetch}
-        return self._request("POST", "/v1/datasets", body)
+        return dict(self._request("POST", "/v1/datasets", body))
 
     def release(self, url: str, owner: str) -> None:
         self._request("POST", "/v1/datasets/release", {"url": url, "owner": owner})
@@ -78,7 +78,8 @@ class AgentClient:
         return list(self._request("GET", "/v1/datasets")["datasets"])
 
     def status(self, url: str) -> dict[str, Any]:
-        return self._request("GET", "/v1/datasets/status?" + urllib.parse.urlencode({"url": url}))
+        query = urllib.parse.urlencode({"url": url})
+        return dict(self._request("GET", "/v1/datasets/status?" + query))
 
     def fetch(self, url: str) -> str | None:
         """Make one object local now; its path, or None when it must be read through."""
@@ -101,8 +102,8 @@ class AgentClient:
             data = response.read()
         except (OSError, http.client.HTTPException) as e:
             raise errors.UnavailableError(
-                f"the shardcache agent at {self.socket_path} did not answer ({e.__class__.__name__}: "
-                f"{e}); is shardcache-agent running on this node?"
+                f"the shardcache agent at {self.socket_path} did not answer "
+                f"({e.__class__.__name__}: {e}); is shardcache-agent running on this node?"
             ) from e
         finally:
             conn.close()

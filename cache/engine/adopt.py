@@ -69,11 +69,15 @@ def scan_full(layout: Layout, index: Index, *, remove: bool) -> AdoptReport:
         segments = layout.store_segments(url)
         rel = "/".join([*segments, entry.key])
         known.add(rel)
+        if entry.state != "ready":
+            # adopt_quick settled every pending row at open; one seen now is a download being
+            # published at this moment (the agent scans while it serves): not ours to judge
+            continue
         st = files.stat_published(layout, segments, entry.key)
         if st is None:
             report.missing.append(str(url.child(entry.key)))
-        elif (not stat.S_ISREG(st.st_mode)
-              or (st.st_ino, st.st_size, st.st_mtime_ns) != (entry.ino, entry.size, entry.mtime_ns)):
+        elif not stat.S_ISREG(st.st_mode) or (st.st_ino, st.st_size, st.st_mtime_ns) != (
+                entry.ino, entry.size, entry.mtime_ns):
             report.changed.append(str(url.child(entry.key)))
         else:
             report.adopted += 1

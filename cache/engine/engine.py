@@ -10,6 +10,7 @@ object is still downloaded once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -107,6 +108,10 @@ class Engine:
             "objects_downloaded": 0, "bytes_downloaded": 0, "evictions": 0,
             "evicted_bytes": 0, "integrity_failures": 0, "read_through": 0,
         }
+        #: called as fn(url, size, seconds) after each object this engine downloaded and
+        #: published: how a host (the agent's duration histogram) observes single downloads
+        #: without the engine knowing about metrics
+        self.download_observers: list[Callable[[StoreURL, int, float], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
@@ -129,10 +134,9 @@ class Engine:
 
     async def close(self) -> None:
         for backend in self._backends.values():
-            try:
+            # closing must not mask the caller's error
+            with contextlib.suppress(Exception):
                 await backend.close()
-            except Exception:  # noqa: BLE001 - closing must not mask the caller's error
-                pass
         self._backends.clear()
         if self._index is not None:
             await self.db(self._index.close)
@@ -206,6 +210,7 @@ class Engine:
             if await self.db(self._is_local, url.store, segments, info):
                 return FetchResult(info.key, path, downloaded=False, size=info.size)
             rid = uuid.uuid4().hex
+            started = time.monotonic()
             if not await self.db(self._reserve, rid, info.size, url.store, protect):
                 self.counters["read_through"] += 1
                 return FetchResult(info.key, None, downloaded=False, reason="over_capacity")
@@ -217,6 +222,8 @@ class Engine:
             lock.release()
         self.counters["objects_downloaded"] += 1
         self.counters["bytes_downloaded"] += info.size
+        for observe in self.download_observers:
+            observe(url, info.size, time.monotonic() - started)
         return FetchResult(info.key, path, downloaded=True, size=info.size)
 
     async def _download_and_publish(self, url: StoreURL, info: ObjectInfo, segments: list[str],

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..backends.base import ObjectInfo
 
@@ -74,6 +75,11 @@ class DatasetRow:
     state: str
     errors: list[dict[str, str]]
     last_used: float
+
+
+def _dataset_row(r: tuple[Any, ...]) -> DatasetRow:
+    return DatasetRow(url=r[0], store=r[1], prefix=r[2], listed_at=r[3], objects_total=r[4],
+                      bytes_total=r[5], state=r[6], errors=json.loads(r[7]), last_used=r[8])
 
 
 def process_start_ticks(pid: int) -> int:
@@ -182,13 +188,15 @@ class Index:
 
     # -- capacity -----------------------------------------------------------------------
     def published_bytes(self) -> int:
-        return int(self._db.execute("SELECT v FROM meta WHERE k='published_bytes'").fetchone()[0])
+        row = self._db.execute("SELECT v FROM meta WHERE k='published_bytes'").fetchone()
+        return int(row[0])
 
     def _add_bytes(self, delta: int) -> None:
         self._db.execute("UPDATE meta SET v = v + ? WHERE k='published_bytes'", (delta,))
 
     def reserved_bytes(self) -> int:
-        return int(self._db.execute("SELECT COALESCE(SUM(bytes),0) FROM reservations").fetchone()[0])
+        row = self._db.execute("SELECT COALESCE(SUM(bytes),0) FROM reservations").fetchone()
+        return int(row[0])
 
     def add_reservation(self, rid: str, nbytes: int) -> None:
         pid = os.getpid()
@@ -242,11 +250,11 @@ class Index:
 
     def datasets(self) -> list[DatasetRow]:
         rows = self._db.execute("SELECT * FROM datasets ORDER BY url").fetchall()
-        return [DatasetRow(*r[:7], json.loads(r[7]), r[8]) for r in rows]
+        return [_dataset_row(r) for r in rows]
 
     def dataset(self, url: str) -> DatasetRow | None:
         r = self._db.execute("SELECT * FROM datasets WHERE url=?", (url,)).fetchone()
-        return DatasetRow(*r[:7], json.loads(r[7]), r[8]) if r else None
+        return _dataset_row(r) if r else None
 
     def local_totals(self, url: str) -> tuple[int, int]:
         """Objects and bytes of the dataset's manifest that are published at that version."""

@@ -18,7 +18,7 @@ import errno
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..errors import CacheStateError
@@ -102,10 +102,8 @@ def open_dir(root: Path, segments: list[str], *, create: bool) -> Iterator[int]:
     try:
         for seg in segments:
             if create:
-                try:
+                with suppress(FileExistsError):
                     os.mkdir(seg, 0o755, dir_fd=fd)
-                except FileExistsError:
-                    pass
             child = os.open(seg, _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child

@@ -1,0 +1,196 @@
+"""Sync facades over the async engine and the async backends, for sync callers.
+
+`InProcessEngine` runs an `Engine` on the cache directory (the embedded mode, no agent);
+`RemoteStore` talks to the object store directly without caching (read-through when over
+budget, fallback when the agent is unreachable, and listings of unknown datasets). Each owns
+one `LoopThread`, opens what it needs on first use, has an explicit lifecycle (`with`,
+`close()`), and after `fork` rebuilds in the child instead of reusing the parent's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ..backends.base import Backend, ObjectInfo
+from ..config import Config
+from ..engine import Engine, FetchResult, PrefetchReport
+from ..engine.download import with_retries
+from ..engine.maintenance import statuses
+from ..urls import StoreURL, parse_url
+from ._loop import LoopThread, abandon
+
+T = TypeVar("T")
+
+#: a fetch waits for a whole object to download; matches the agent client's fetch timeout
+FETCH_TIMEOUT_S = 600.0
+#: bounded parallelism of one direct read: enough to fill a connection pool, no more
+_READ_PARALLELISM = 8
+
+
+class InProcessEngine:
+    """The engine on its own loop in its own thread; opened on first use."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._loop = LoopThread("shardcache-engine")
+        self._opening: asyncio.Future[Engine] | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def __enter__(self) -> InProcessEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fetch(self, url: str) -> FetchResult:
+        return self._run(lambda e: e.fetch(url), FETCH_TIMEOUT_S)
+
+    def prefetch(self, url: str) -> PrefetchReport:
+        return self._run(lambda e: e.prefetch(url), FETCH_TIMEOUT_S * 6)
+
+    def start_prefetch(self, url: str) -> None:
+        """Start a prefetch on the engine's loop and return at once."""
+
+        async def start(engine: Engine) -> None:
+            task: asyncio.Task[object] = asyncio.create_task(engine.prefetch(url))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._run(start, self.config.read_timeout_s)
+
+    def fraction_local(self, url: str) -> float | None:
+        """Share of the dataset's bytes that are local; None while it was never listed."""
+
+        async def query(engine: Engine) -> float | None:
+            rows = await engine.db(statuses, engine, url)
+            return rows[0].fraction_local if rows else None
+
+        return self._run(query, self.config.read_timeout_s)
+
+    def _run(self, fn: Callable[[Engine], Awaitable[T]], timeout_s: float) -> T:
+        if self._loop.forked:
+            abandon(self._opening)
+            self._opening, self._tasks = None, set()
+
+        async def call() -> T:
+            if self._opening is None:  # checked and set on the loop thread: no race
+                self._opening = asyncio.ensure_future(_open_engine(self.config))
+            return await fn(await asyncio.shield(self._opening))
+
+        return self._loop.run(call, timeout_s)
+
+    def close(self) -> None:
+        if self._loop.forked or self._opening is None:
+            self._loop.close()
+            return
+
+        async def shut() -> None:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            assert self._opening is not None
+            if _succeeded(self._opening):
+                await self._opening.result().close()
+
+        try:
+            self._loop.run(shut, 60.0)
+        finally:
+            self._opening = None
+            self._loop.close()
+
+
+def _succeeded(future: asyncio.Future[T]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+async def _open_engine(config: Config) -> Engine:
+    engine = Engine(config)
+    await engine.open()
+    return engine
+
+
+class RemoteStore:
+    """Direct, uncached access to object stores through the backend adapter."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._loop = LoopThread("shardcache-remote")
+        self._backends: dict[str, asyncio.Future[Backend]] = {}
+
+    def __enter__(self) -> RemoteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, url: str) -> bytes:
+        """The whole object, read in parallel ranged parts of one version."""
+        parsed = parse_url(url)
+
+        async def read(backend: Backend) -> bytes:
+            info = await self._retry(lambda: backend.stat(parsed.path))
+            step = self.config.part_size_bytes
+            gate = asyncio.Semaphore(_READ_PARALLELISM)
+
+            async def part(start: int) -> bytes:
+                async with gate:
+                    end = min(start + step, info.size)
+                    return await self._retry(lambda: backend.read(info, start, end))
+
+            return b"".join(await asyncio.gather(*(part(s) for s in range(0, info.size, step))))
+
+        return self._run(parsed, read, FETCH_TIMEOUT_S)
+
+    def stat(self, url: str) -> ObjectInfo:
+        parsed = parse_url(url)
+        return self._run(parsed, lambda b: self._retry(lambda: b.stat(parsed.path)),
+                         self.config.read_timeout_s * 2)
+
+    def list_objects(self, url: str) -> list[ObjectInfo]:
+        """Every object whose key starts with the path of `url`, taken literally."""
+        parsed = parse_url(url)
+        return self._run(parsed, lambda b: self._retry(lambda: b.list_objects(parsed.path)),
+                         FETCH_TIMEOUT_S)
+
+    async def _retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await with_retries(call, self.config.retry)
+
+    def _run(self, url: StoreURL, fn: Callable[[Backend], Awaitable[T]], timeout_s: float) -> T:
+        if self._loop.forked:
+            abandon(self._backends)
+            self._backends = {}
+
+        async def call() -> T:
+            if url.store not in self._backends:
+                from ..backends.fsspec_adapter import open_backend
+
+                self._backends[url.store] = asyncio.ensure_future(open_backend(url, self.config))
+            opening = self._backends[url.store]
+            try:
+                backend = await asyncio.shield(opening)
+            except BaseException:
+                if self._backends.get(url.store) is opening:
+                    del self._backends[url.store]  # a failed connect is tried again next time
+                raise
+            return await fn(backend)
+
+        return self._loop.run(call, timeout_s)
+
+    def close(self) -> None:
+        if self._loop.forked or not self._backends:
+            self._loop.close()
+            return
+        pending = list(self._backends.values())
+
+        async def shut() -> None:
+            for opening in pending:
+                if _succeeded(opening):
+                    await opening.result().close()
+
+        try:
+            self._loop.run(shut, 60.0)
+        finally:
+            self._backends = {}
+            self._loop.close()

@@ -1,0 +1,744 @@
+"""A reverse proxy that makes a loopback object-store emulator behave like a cloud store.
+
+Why it exists: moto answers on loopback in microseconds at memory speed, so a benchmark or a
+retry test against it says nothing about S3, where every request waits ~20 ms for its first
+byte, one connection carries ~90 MB/s, and requests sometimes fail with 503 SlowDown, a
+connection cut mid-body, a stall, or (rarely, through broken middleboxes) a flipped byte. This
+proxy puts that latency, per-connection bandwidth and those faults back, and counts what it did.
+
+It forwards each request head byte for byte, Host header included, so SigV4 signatures made for
+the proxy's URL reach the emulator unchanged. Bodies stream in large chunks; bandwidth is paced
+per connection by a token bucket. The decisions (framing, keep-alive, which fault, pacing) are
+pure functions at the top; `CloudProxy` is the I/O shell, used with `with` (own loop in its own
+thread) or `async with` (inside a running loop). Run by hand with
+`python -m shardcache.testing.proxy --upstream URL --port P`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import re
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal, TypeVar
+from urllib.parse import unquote, urlsplit
+from xml.sax.saxutils import escape
+
+from ..errors import ConfigError
+
+_T = TypeVar("_T")
+_HEAD_END = b"\r\n\r\n"
+Fault = Literal["slowdown", "reset", "stall", "corrupt"]
+
+
+@dataclass(frozen=True)
+class FaultRule:
+    """Which requests faults may hit; `None` matches all. Lets a test fail one key persistently.
+
+    `path_regex` is searched in the URL-decoded request path, which for path-style S3 requests
+    (what clients pointed at a loopback endpoint use) is `/bucket/key`.
+    """
+
+    methods: frozenset[str] | None = None
+    path_regex: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.methods is not None and method.upper() not in self.methods:
+            return False
+        return self.path_regex is None or re.search(self.path_regex, path) is not None
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Per-request fault probabilities; at most one fault per request, so they sum to <= 1.
+
+    Defaults inject nothing. `seed` makes a run repeatable (one draw per request in arrival
+    order). `stall_s` bounds how long a stalled request is held: far beyond any client timeout
+    under test, yet finite so a forgotten client cannot pin the proxy forever.
+    """
+
+    slowdown_probability: float = 0.0
+    reset_probability: float = 0.0
+    stall_probability: float = 0.0
+    corrupt_probability: float = 0.0
+    seed: int = 0
+    rule: FaultRule = field(default_factory=FaultRule)
+    stall_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        probabilities = self.weights()
+        if any(not 0.0 <= p <= 1.0 for _, p in probabilities):
+            raise ConfigError(f"fault probabilities must be within 0..1, got {probabilities}")
+        if sum(p for _, p in probabilities) > 1.0 + 1e-9:
+            raise ConfigError(f"fault probabilities must sum to at most 1, got {probabilities}")
+
+    def weights(self) -> tuple[tuple[Fault, float], ...]:
+        return (
+            ("slowdown", self.slowdown_probability),
+            ("reset", self.reset_probability),
+            ("stall", self.stall_probability),
+            ("corrupt", self.corrupt_probability),
+        )
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How cloud-like the proxy is. `0` or `None` disables the delay or the cap.
+
+    - `first_byte_delay_s` 0.020: S3's typical time to first byte within a region.
+    - `bandwidth_bytes_per_s` 90e6: what one S3 connection sustains; applies to response bodies
+      per client connection, since clients parallelise by opening more connections.
+    - `chunk_bytes` 256 KiB: large enough that per-chunk Python overhead is negligible at GB/s,
+      small enough to pace smoothly; it is also the token bucket's burst.
+    - `io_timeout_s` 60: bound on any single read or write to a peer.
+    - `idle_timeout_s` 75: keep-alive connections idle longer are closed (longer than the
+      clients' own pool idle times, so they close first, as with a real endpoint).
+    """
+
+    first_byte_delay_s: float | None = 0.020
+    bandwidth_bytes_per_s: float | None = 90e6
+    chunk_bytes: int = 256 * 1024
+    io_timeout_s: float = 60.0
+    idle_timeout_s: float = 75.0
+    faults: FaultConfig = field(default_factory=FaultConfig)
+
+    def __post_init__(self) -> None:
+        if min(self.bandwidth_bytes_per_s or 0, self.first_byte_delay_s or 0) < 0:
+            raise ConfigError("bandwidth_bytes_per_s and first_byte_delay_s must be >= 0")
+        if self.chunk_bytes < 1024:
+            raise ConfigError(f"chunk_bytes must be at least 1024, got {self.chunk_bytes}")
+
+
+@dataclass(frozen=True)
+class ProxyStats:
+    """A snapshot of the proxy's counters since it started.
+
+    Request body bytes are those received from clients (also when a fault discarded them);
+    response body bytes are those sent to clients, including the part before a reset.
+    """
+
+    connections_total: int = 0
+    requests_total: int = 0
+    request_body_bytes_total: int = 0
+    response_body_bytes_total: int = 0
+    slowdowns_total: int = 0
+    resets_total: int = 0
+    stalls_total: int = 0
+    corruptions_total: int = 0
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a message body ends: not at all, after `length` bytes, chunked, or at close."""
+
+    kind: Literal["none", "length", "chunked", "close"]
+    length: int = 0
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Token bucket state; `tokens` may go negative (debt) to pace a large write."""
+
+    tokens: float
+    stamp_s: float
+
+
+class BadMessageError(ValueError):
+    """The peer sent something that is not HTTP/1.x; the connection is dropped."""
+
+
+# ---- pure decisions -------------------------------------------------------------------------
+
+
+def parse_head(raw: bytes) -> tuple[list[str], dict[str, str]]:
+    """Start line parts and headers (lower-cased names; repeats joined by ", ")."""
+    lines = raw.decode("latin-1").split("\r\n")
+    start = lines[0].split(" ", 2)
+    is_response = start[0].startswith("HTTP/") and len(start) >= 2 and start[1].isdigit()
+    if not is_response and (len(start) != 3 or not start[2].startswith("HTTP/")):
+        raise BadMessageError(f"not an HTTP/1.x start line: {lines[0][:100]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise BadMessageError(f"malformed header line: {line[:100]!r}")
+        key, value = name.strip().lower(), value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return start, headers
+
+
+def _content_length(headers: dict[str, str]) -> int:
+    try:
+        length = int(headers["content-length"].split(",")[0])
+    except ValueError as e:
+        raise BadMessageError(f"bad Content-Length {headers['content-length']!r}") from e
+    if length < 0:
+        raise BadMessageError(f"negative Content-Length {length}")
+    return length
+
+
+def request_framing(headers: dict[str, str]) -> Framing:
+    """RFC 9112 §6.3: chunked wins, then Content-Length, else a request has no body."""
+    if headers.get("transfer-encoding", "").lower().rstrip().endswith("chunked"):
+        return Framing("chunked")
+    if "content-length" in headers:
+        length = _content_length(headers)
+        return Framing("length", length) if length else Framing("none")
+    return Framing("none")
+
+
+def response_framing(method: str, status: int, headers: dict[str, str]) -> Framing:
+    """RFC 9112 §6.3 for responses: HEAD, 1xx, 204 and 304 carry no body whatever they say."""
+    if method == "HEAD" or status < 200 or status in (204, 304):
+        return Framing("none")
+    if headers.get("transfer-encoding", "").lower().rstrip().endswith("chunked"):
+        return Framing("chunked")
+    if "content-length" in headers:
+        length = _content_length(headers)
+        return Framing("length", length) if length else Framing("none")
+    return Framing("close")
+
+
+def wants_keep_alive(version: str, headers: dict[str, str]) -> bool:
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    return "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+
+
+def choose_fault(faults: FaultConfig, method: str, path: str, draw: float) -> Fault | None:
+    """The fault for a request, given one uniform `draw` in [0, 1)."""
+    if not faults.rule.matches(method, path):
+        return None
+    edge = 0.0
+    for kind, probability in faults.weights():
+        edge += probability
+        if draw < edge:
+            return kind
+    return None
+
+
+def fault_offset(fault: Fault, body_bytes: int, draw: float) -> int:
+    """Body offset where a fault strikes: a reset after half the body, a flip anywhere."""
+    return body_bytes // 2 if fault == "reset" else min(body_bytes - 1, int(draw * body_bytes))
+
+
+def take_tokens(
+    bucket: Bucket, nbytes: int, now_s: float, rate: float, burst: float
+) -> tuple[Bucket, float]:
+    """Charge `nbytes` to the bucket; returns the new state and how long to wait before sending."""
+    tokens = min(burst, bucket.tokens + (now_s - bucket.stamp_s) * rate) - nbytes
+    return Bucket(tokens, now_s), max(0.0, -tokens / rate)
+
+
+def slowdown_response(method: str, path: str, request_id: str) -> bytes:
+    """S3's 503 SlowDown, with the XML error body SDKs parse to pick their retry policy."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+        "<Message>Please reduce your request rate.</Message>"
+        f"<Resource>{escape(path)}</Resource><RequestId>{request_id}</RequestId></Error>"
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+        f"Content-Length: {len(body)}\r\nx-amz-request-id: {request_id}\r\n\r\n"
+    ).encode()
+    return head if method == "HEAD" else head + body
+
+
+_HOP_BY_HOP = (b"connection", b"keep-alive")
+
+
+def client_response_head(head: bytes, close: bool) -> bytes:
+    """The upstream's response head as the proxy sends it on: its own HTTP version and its own
+    connection management (RFC 9110 §7.6.1).
+
+    Connection headers are hop-by-hop: werkzeug (moto) closes after every response, but the
+    client's connection to the proxy stays alive, as it would with S3. Everything else,
+    including the order and spelling of the end-to-end headers, passes unchanged.
+    """
+    lines = head[: -len(_HEAD_END)].split(b"\r\n")
+    kept = [ln for ln in lines[1:] if ln.split(b":", 1)[0].strip().lower() not in _HOP_BY_HOP]
+    tail = [b"Connection: close"] if close else []
+    return b"\r\n".join([b"HTTP/1.1" + lines[0][8:], *kept, *tail]) + _HEAD_END
+
+
+def parse_upstream(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(f"upstream must be an http://host:port URL, got {url!r}")
+    return parts.hostname, parts.port or 80
+
+
+# ---- I/O shell ------------------------------------------------------------------------------
+
+
+class _Aborted(Exception):
+    """The connection was cut on purpose (a fault); nothing more to say to the client."""
+
+
+_Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+_PEER_ERRORS = (
+    ConnectionError,
+    TimeoutError,
+    asyncio.IncompleteReadError,
+    BadMessageError,
+    asyncio.LimitOverrunError,
+    _Aborted,
+)
+
+
+async def _close(writer: asyncio.StreamWriter, *, abort: bool = False) -> None:
+    """Close and wait until the socket is really gone, so no transport outlives the proxy."""
+    if abort:
+        writer.transport.abort()
+    else:
+        writer.close()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(5.0):
+            await writer.wait_closed()
+    writer.transport.abort()
+
+
+class _Connection:
+    """One client connection, request after request, with its own upstream connection."""
+
+    def __init__(
+        self, proxy: CloudProxy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.proxy, self.cfg, self.reader, self.writer = proxy, proxy.config, reader, writer
+        self.upstream: _Stream | None = None
+        self.bucket = Bucket(float(self.cfg.chunk_bytes), asyncio.get_running_loop().time())
+
+    async def io(self, awaitable: Awaitable[_T]) -> _T:
+        async with asyncio.timeout(self.cfg.io_timeout_s):
+            return await awaitable
+
+    async def run(self) -> None:
+        abort = True
+        try:
+            while await self.serve_one():
+                self.cfg = self.proxy.config  # pick up set_faults() between requests
+            abort = False
+        except _PEER_ERRORS:
+            pass
+        finally:
+            await self.drop_upstream()
+            await _close(self.writer, abort=abort)
+
+    async def serve_one(self) -> bool:
+        """Serve one request; False when the connection must end."""
+        try:
+            async with asyncio.timeout(self.cfg.idle_timeout_s):
+                raw = await self.reader.readuntil(_HEAD_END)
+        except (TimeoutError, asyncio.IncompleteReadError):
+            return False
+        (method, target, version), headers = parse_head(raw)
+        self.proxy.count("requests_total")
+        path = unquote(urlsplit(target).path)
+        fault = self.proxy.next_fault(method, path)
+        if self.cfg.first_byte_delay_s:
+            await asyncio.sleep(self.cfg.first_byte_delay_s)
+        keep = wants_keep_alive(version, headers)
+        if fault == "stall":
+            return await self.stall()
+        if fault == "slowdown":
+            framing = request_framing(headers)
+            if framing.kind != "none" and "100-continue" in headers.get("expect", "").lower():
+                self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await self.copy_body(framing, self.reader, None)
+            self.proxy.count("slowdowns_total")
+            self.writer.write(slowdown_response(method, path, f"SHARDCACHE{id(self):X}"))
+            await self.io(self.writer.drain())
+            return keep
+        return await self.forward(raw, method, headers, fault) and keep
+
+    async def stall(self) -> bool:
+        self.proxy.count("stalls_total")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.cfg.faults.stall_s):
+                while await self.reader.read(self.cfg.chunk_bytes):
+                    pass
+        return False
+
+    async def forward(
+        self, raw: bytes, method: str, headers: dict[str, str], fault: Fault | None
+    ) -> bool:
+        framing = request_framing(headers)
+        expect = "100-continue" in headers.get("expect", "").lower() and framing.kind != "none"
+        for attempt in (0, 1):
+            reused = await self.connect_upstream()
+            try:
+                head, body_sent = await self.exchange(raw, framing, expect)
+                break
+            except (ConnectionError, asyncio.IncompleteReadError) as e:
+                # A pooled upstream connection may have been closed while idle; only a request
+                # without a body can be sent again, since the client's body is already consumed.
+                stale = not isinstance(e, asyncio.IncompleteReadError) or not e.partial
+                if attempt or not reused or framing.kind != "none" or not stale:
+                    raise
+                await self.drop_upstream()
+        (version, status, *_), response_headers = parse_head(head)
+        out = response_framing(method, int(status), response_headers)
+        await self.relay_response(client_response_head(head, out.kind == "close"), out, fault)
+        if out.kind == "close" or not wants_keep_alive(version, response_headers):
+            await self.drop_upstream()
+        return out.kind != "close" and body_sent
+
+    async def exchange(self, raw: bytes, framing: Framing, expect: bool) -> tuple[bytes, bool]:
+        """Send the request; relay interim 1xx; return the final head and if the body went."""
+        assert self.upstream is not None
+        up_reader, up_writer = self.upstream
+        up_writer.write(raw)
+        if not expect:
+            await self.copy_body(framing, self.reader, up_writer)
+        while True:
+            head = await self.io(up_reader.readuntil(_HEAD_END))
+            if not head.startswith((b"HTTP/1.1 1", b"HTTP/1.0 1")):
+                return head, not expect
+            self.writer.write(head)  # e.g. 100 Continue: now the client sends its body
+            if expect:
+                await self.copy_body(framing, self.reader, up_writer)
+                expect = False
+
+    async def connect_upstream(self) -> bool:
+        """Ensure an upstream connection; True when an existing one is reused."""
+        if self.upstream and not self.upstream[0].at_eof() and not self.upstream[1].is_closing():
+            return True
+        await self.drop_upstream()
+        host, port = self.proxy.upstream
+        self.upstream = await self.io(
+            asyncio.open_connection(host, port, limit=self.cfg.chunk_bytes)
+        )
+        return False
+
+    async def drop_upstream(self) -> None:
+        if self.upstream is not None:
+            writer, self.upstream = self.upstream[1], None
+            await _close(writer, abort=True)
+
+    async def copy_body(
+        self, framing: Framing, src: asyncio.StreamReader, dst: asyncio.StreamWriter | None
+    ) -> None:
+        """Forward (or, with no `dst`, discard) a request body, framing bytes included."""
+
+        async def send(data: bytes) -> None:
+            self.proxy.count("request_body_bytes_total", len(data))
+            if dst is not None:
+                dst.write(data)
+                await self.io(dst.drain())
+
+        async def send_raw(data: bytes) -> None:
+            if dst is not None:
+                dst.write(data)
+
+        if framing.kind == "length":
+            await self.copy_exact(src, framing.length, send)
+        elif framing.kind == "chunked":
+            await self.copy_chunked(src, send, send_raw)
+
+    async def copy_exact(
+        self, src: asyncio.StreamReader, nbytes: int, send: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        while nbytes > 0:
+            piece = await self.io(src.read(min(nbytes, self.cfg.chunk_bytes)))
+            if not piece:
+                raise asyncio.IncompleteReadError(b"", nbytes)
+            nbytes -= len(piece)
+            await send(piece)
+
+    async def copy_chunked(
+        self,
+        src: asyncio.StreamReader,
+        send: Callable[[bytes], Awaitable[None]],
+        send_raw: Callable[[bytes], Awaitable[None]],
+    ) -> None:
+        while True:
+            line = await self.io(src.readuntil(b"\r\n"))
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError as e:
+                raise BadMessageError(f"bad chunk size line {line[:40]!r}") from e
+            await send_raw(line)
+            if size == 0:
+                break
+            await self.copy_exact(src, size, send)
+            await send_raw(await self.io(src.readexactly(2)))
+        while (trailer := await self.io(src.readuntil(b"\r\n"))) != b"\r\n":
+            await send_raw(trailer)
+        await send_raw(trailer)
+
+    async def relay_response(self, head: bytes, framing: Framing, fault: Fault | None) -> None:
+        if fault == "reset" and framing.kind == "none":
+            self.proxy.count("resets_total")
+            raise _Aborted  # nothing to cut in the middle of: drop before the response
+        assert self.upstream is not None
+        body = _BodyWriter(self, fault, framing.length if framing.kind == "length" else None)
+        self.writer.write(head)
+        if framing.kind == "length":
+            await self.copy_exact(self.upstream[0], framing.length, body.send)
+        elif framing.kind == "chunked":
+            await self.copy_chunked(self.upstream[0], body.send, body.send_raw)
+        elif framing.kind == "close":
+            while piece := await self.io(self.upstream[0].read(self.cfg.chunk_bytes)):
+                await body.send(piece)
+        await self.io(self.writer.drain())
+
+    async def pace(self, nbytes: int) -> None:
+        rate = self.cfg.bandwidth_bytes_per_s
+        if rate:
+            now = asyncio.get_running_loop().time()
+            self.bucket, wait_s = take_tokens(self.bucket, nbytes, now, rate, self.cfg.chunk_bytes)
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+
+
+class _BodyWriter:
+    """Sends a response body to the client, paced, applying a reset or corrupt fault on the way.
+
+    A fault's offset is fixed from the body length when known, else from the first piece.
+    """
+
+    def __init__(self, conn: _Connection, fault: Fault | None, length: int | None) -> None:
+        self.conn, self.offset, self.strike_at = conn, 0, None
+        self.fault = fault if fault in ("reset", "corrupt") else None
+        if self.fault and length:
+            self.strike_at = conn.proxy.offset_for(self.fault, length)
+
+    async def send_raw(self, data: bytes) -> None:
+        self.conn.writer.write(data)
+
+    async def send(self, piece: bytes) -> None:
+        conn = self.conn
+        if self.fault and self.strike_at is None:
+            self.strike_at = self.offset + conn.proxy.offset_for(self.fault, len(piece))
+        if self.strike_at is not None and self.offset + len(piece) > self.strike_at:
+            piece = await self.strike(piece, self.strike_at - self.offset)
+        await conn.pace(len(piece))
+        # counted before the write so that a client which has its bytes also sees them counted
+        conn.proxy.count("response_body_bytes_total", len(piece))
+        self.offset += len(piece)
+        conn.writer.write(piece)
+        await conn.io(conn.writer.drain())
+
+    async def strike(self, piece: bytes, at: int) -> bytes:
+        self.strike_at, self.fault, fault = None, None, self.fault
+        if fault == "corrupt":
+            self.conn.proxy.count("corruptions_total")
+            flipped = bytearray(piece)  # the one copy, only in the one corrupted piece
+            flipped[at] ^= 0xFF
+            return bytes(flipped)
+        # A graceful close after the partial body (not an RST, which may make the client's
+        # kernel discard bytes it received but not yet read): the client always sees exactly
+        # `at` more bytes and then end of stream, i.e. an incomplete read.
+        self.conn.proxy.count("resets_total")
+        self.conn.proxy.count("response_body_bytes_total", at)
+        self.conn.writer.write(piece[:at])
+        await _close(self.conn.writer)
+        raise _Aborted
+
+
+class CloudProxy:
+    """The proxy server: `with CloudProxy(url) as p:` runs it on its own loop in its own thread;
+    `async with CloudProxy(url) as p:` runs it on the current loop. `p.url` is its address."""
+
+    def __init__(
+        self,
+        upstream_url: str,
+        config: ProxyConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.upstream = parse_upstream(upstream_url)
+        self.config = config or ProxyConfig()
+        self._listen = (host, port)
+        self._rng = random.Random(self.config.faults.seed)
+        self._counters = asdict(ProxyStats())
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._thread: threading.Thread | None = None
+        self._stop: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._start_error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("CloudProxy is not running; use it with `with` or `async with`")
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def stats(self) -> ProxyStats:
+        return ProxyStats(**self._counters)
+
+    def set_faults(self, faults: FaultConfig) -> None:
+        """Swap the fault settings (and reseed); connections pick them up at their next request."""
+        self._rng = random.Random(faults.seed)
+        self.config = replace(self.config, faults=faults)
+
+    def count(self, name: str, amount: int = 1) -> None:
+        self._counters[name] += amount
+
+    def next_fault(self, method: str, path: str) -> Fault | None:
+        return choose_fault(self.config.faults, method, path, self._rng.random())
+
+    def offset_for(self, fault: Fault, body_bytes: int) -> int:
+        return fault_offset(fault, body_bytes, self._rng.random())
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.count("connections_total")
+        try:
+            await _Connection(self, reader, writer).run()
+        except asyncio.CancelledError:
+            # aclose() cancels connections; ending normally matters because Python 3.11's
+            # start_server callback calls task.exception() on the task, which raises if it
+            # ended cancelled. Nothing awaits this task, so the cancellation has no audience.
+            pass
+        finally:
+            self._tasks.discard(task)
+
+    async def astart(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("CloudProxy is already running")
+        host, port = self._listen
+        self._server = await asyncio.start_server(
+            self._handle, host, port, limit=self.config.chunk_bytes
+        )
+
+    async def aclose(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+    async def __aenter__(self) -> CloudProxy:
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Run the proxy on a new loop in a new thread; returns once it is listening."""
+        if self._thread is not None:
+            raise RuntimeError("CloudProxy is already running")
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._serve_in_thread(ready)),
+            name="cloud-proxy",
+            daemon=True,
+        )
+        self._thread.start()
+        if not ready.wait(timeout_s) or self._start_error is not None:
+            self.stop(timeout_s)
+            raise RuntimeError(f"CloudProxy did not start: {self._start_error!r}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        thread, stop, self._thread = self._thread, self._stop, None
+        if stop is not None:
+            loop, event = stop
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(event.set)
+        if thread is not None:
+            thread.join(timeout_s)
+
+    async def _serve_in_thread(self, ready: threading.Event) -> None:
+        event = asyncio.Event()
+        self._stop = (asyncio.get_running_loop(), event)
+        try:
+            await self.astart()
+        except Exception as e:
+            self._start_error = e
+            return
+        finally:
+            ready.set()
+        try:
+            await event.wait()
+        finally:
+            await self.aclose()
+
+    def __enter__(self) -> CloudProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> tuple[str, int, ProxyConfig]:
+    p = argparse.ArgumentParser(
+        prog="python -m shardcache.testing.proxy",
+        description="Cloud-like latency, bandwidth and faults in "
+        "front of an object-store emulator.",
+    )
+    p.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:5000 (moto)")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    p.add_argument("--first-byte-delay-s", type=float, default=0.020)
+    p.add_argument("--bandwidth-bytes-per-s", type=float, default=90e6, help="0 disables")
+    for fault in ("slowdown", "reset", "stall", "corrupt"):
+        p.add_argument(f"--{fault}-probability", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fault-methods", help="comma-separated, e.g. GET,HEAD (default: all)")
+    p.add_argument("--fault-path-regex", help="faults only for paths (/bucket/key) matching")
+    a = p.parse_args(argv)
+    methods = (
+        frozenset(m.strip().upper() for m in a.fault_methods.split(","))
+        if a.fault_methods
+        else None
+    )
+    faults = FaultConfig(
+        a.slowdown_probability,
+        a.reset_probability,
+        a.stall_probability,
+        a.corrupt_probability,
+        a.seed,
+        FaultRule(methods, a.fault_path_regex),
+    )
+    config = ProxyConfig(
+        first_byte_delay_s=a.first_byte_delay_s,
+        bandwidth_bytes_per_s=a.bandwidth_bytes_per_s,
+        faults=faults,
+    )
+    parse_upstream(a.upstream)  # a usage error, reported before anything listens
+    return a.upstream, a.port, config
+
+
+async def _serve_forever(upstream: str, port: int, config: ProxyConfig) -> None:
+    async with CloudProxy(upstream, config, port=port) as proxy:
+        print(proxy.url, flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        upstream, port, config = _parse_args(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve_forever(upstream, port, config))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as e:  # e.g. the port is taken
+        print(f"error: cannot serve on port {port}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
