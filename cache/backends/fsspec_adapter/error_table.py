@@ -183,7 +183,7 @@ def _message(leaf: type[CacheError], where: str, scheme: str, detail: str) -> st
     if leaf is UnavailableError:
         return (
             f"{where} could not be reached ({detail}); check the endpoint ({endpoint}) "
-            "and the network; this is retried"
+            "and the network, then run the command again (transient failures were already retried)"
         )
     return f"{where} failed ({detail})"
 

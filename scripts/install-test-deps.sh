@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what the test suite needs beyond pip: Azurite (the Azure Blob emulator) from npm,
+# pinned by package.json / package-lock.json at the repository root.
+#
+# moto and gcp-storage-emulator come with the `test` extra (pip install -e '.[test]').
+# Idempotent: does nothing when the pinned Azurite is already installed.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+if ! command -v npm >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+    else
+        echo "install-test-deps: npm not found; install Node.js >= 18 and npm" >&2
+        exit 1
+    fi
+fi
+
+wanted="$(node -p "require('./package.json').devDependencies.azurite")"
+installed="$(node -p "try { require('./node_modules/azurite/package.json').version } catch (e) { '' }")"
+if [ "$installed" = "$wanted" ] && [ -x node_modules/.bin/azurite-blob ]; then
+    echo "install-test-deps: azurite $installed already installed"
+    exit 0
+fi
+
+# npm ci installs exactly the lock file; fall back to npm install if the lock is missing
+if [ -f package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+else
+    npm install --no-audit --no-fund --loglevel=error
+fi
+echo "install-test-deps: azurite $(node -p "require('./node_modules/azurite/package.json').version") installed"
