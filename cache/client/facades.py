@@ -36,7 +36,7 @@ class InProcessEngine:
         self.config = config
         self._loop = LoopThread("shardcache-engine")
         self._opening: asyncio.Future[Engine] | None = None
-        self._tasks: set[asyncio.Task[object]] = set()
+        self._tasks: dict[str, asyncio.Task[PrefetchReport]] = {}
 
     def __enter__(self) -> InProcessEngine:
         return self
@@ -51,19 +51,22 @@ class InProcessEngine:
         return self._run(lambda e: e.prefetch(url), FETCH_TIMEOUT_S * 6)
 
     def start_prefetch(self, url: str) -> None:
-        """Start a prefetch on the engine's loop and return at once."""
+        """Start a prefetch on the engine's loop and return at once (once per dataset)."""
 
         async def start(engine: Engine) -> None:
-            task: asyncio.Task[object] = asyncio.create_task(engine.prefetch(url))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if url not in self._tasks or self._tasks[url].done():
+                self._tasks[url] = asyncio.create_task(engine.prefetch(url))
 
         self._run(start, self.config.read_timeout_s)
 
     def fraction_local(self, url: str) -> float | None:
-        """Share of the dataset's bytes that are local; None while it was never listed."""
+        """Share of the dataset's bytes that are local; None while it was never listed.
+        Raises what a prefetch started by `start_prefetch` failed with."""
 
         async def query(engine: Engine) -> float | None:
+            task = self._tasks.get(url)
+            if task is not None and task.done() and not task.cancelled():
+                task.result()
             rows = await engine.db(statuses, engine, url)
             return rows[0].fraction_local if rows else None
 
@@ -72,7 +75,7 @@ class InProcessEngine:
     def _run(self, fn: Callable[[Engine], Awaitable[T]], timeout_s: float) -> T:
         if self._loop.forked:
             abandon(self._opening)
-            self._opening, self._tasks = None, set()
+            self._opening, self._tasks = None, {}
 
         async def call() -> T:
             if self._opening is None:  # checked and set on the loop thread: no race
@@ -87,9 +90,9 @@ class InProcessEngine:
             return
 
         async def shut() -> None:
-            for task in list(self._tasks):
+            for task in self._tasks.values():
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             assert self._opening is not None
             if _succeeded(self._opening):
                 await self._opening.result().close()
