@@ -1,0 +1,155 @@
+"""Reading a pod's shardcache opt-in: the label, the annotations, and what they ask for.
+
+Pure: a pod's metadata in, an `OptIn` (or a message saying exactly which annotation is wrong
+and how to write it) out. The values are untrusted JSON, so every type is checked.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+LABEL_ENABLED = "shardcache.io/enabled"
+ANN_DATASET = "shardcache.io/dataset"
+ANN_DATASET_PREFIX = "shardcache.io/dataset."
+ANN_MOUNT_PATH = "shardcache.io/mount-path"
+ANN_PREFETCH = "shardcache.io/prefetch"
+ANN_WAIT = "shardcache.io/wait"
+ANN_WAIT_TIMEOUT = "shardcache.io/wait-timeout"
+
+DEFAULT_MOUNT_PATH = "/data"
+#: a named dataset becomes volume `shardcache-NAME` (volume names stop at 63 characters) and
+#: env suffix `_NAME`; lower-case DNS labels keep both valid
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+#: more datasets than this on one pod is a mistake or an attack on the API server's patience
+MAX_DATASETS = 16
+MAX_MOUNT_PATH_CHARS = 1024
+
+Prefetch = Literal["all", "none"]
+
+
+class OptInError(ValueError):
+    """An annotation is malformed; the message names it and shows a valid value."""
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """One dataset a pod asked for, before the policy has looked at it."""
+
+    #: None for `shardcache.io/dataset`, NAME for `shardcache.io/dataset.NAME`
+    name: str | None
+    url: str
+    mount_path: str
+
+
+@dataclass(frozen=True)
+class OptIn:
+    """Everything a pod's annotations ask of shardcache."""
+
+    datasets: tuple[DatasetRequest, ...]
+    prefetch: Prefetch
+    #: share of the dataset's bytes that must be local before the main containers start
+    wait_fraction: float
+    wait_timeout_s: float
+
+
+def is_enabled(metadata: Any) -> bool:
+    labels = metadata.get("labels") if isinstance(metadata, dict) else None
+    return isinstance(labels, dict) and labels.get(LABEL_ENABLED) == "true"
+
+
+def read_opt_in(metadata: Any, default_wait_timeout_s: float, max_wait_timeout_s: float) -> OptIn:
+    """Parse the annotations of an opted-in pod; raise OptInError on the first bad one."""
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if annotations is None:
+        annotations = {}
+    if not isinstance(annotations, dict):
+        raise OptInError("metadata.annotations is not a mapping")
+    mount_path = _mount_path(annotations.get(ANN_MOUNT_PATH, DEFAULT_MOUNT_PATH))
+    return OptIn(
+        datasets=_datasets(annotations, mount_path),
+        prefetch=_prefetch(annotations.get(ANN_PREFETCH, "all")),
+        wait_fraction=_fraction(annotations.get(ANN_WAIT, "0")),
+        wait_timeout_s=_timeout(
+            annotations.get(ANN_WAIT_TIMEOUT), default_wait_timeout_s, max_wait_timeout_s
+        ),
+    )
+
+
+def _datasets(annotations: dict[str, Any], mount_path: str) -> tuple[DatasetRequest, ...]:
+    named = sorted(k for k in annotations if k.startswith(ANN_DATASET_PREFIX))
+    if ANN_DATASET in annotations and named:
+        # A read-only volume at /data cannot hold the mount points of /data/NAME.
+        raise OptInError(
+            f"use either {ANN_DATASET} or {ANN_DATASET_PREFIX}NAME annotations, not both"
+        )
+    if len(named) > MAX_DATASETS:
+        raise OptInError(f"at most {MAX_DATASETS} datasets per pod, got {len(named)}")
+    if ANN_DATASET in annotations:
+        return (DatasetRequest(None, _url(annotations[ANN_DATASET], ANN_DATASET), mount_path),)
+    requests = []
+    for key in named:
+        name = key[len(ANN_DATASET_PREFIX) :]
+        if not _NAME_RE.match(name):
+            raise OptInError(
+                f"{key}: NAME must be a lower-case DNS label of at most 40 characters, "
+                "like shardcache.io/dataset.train"
+            )
+        path = posixpath.join(mount_path, name)
+        requests.append(DatasetRequest(name, _url(annotations[key], key), path))
+    return tuple(requests)
+
+
+def _url(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise OptInError(f"{key} must be a dataset URL like s3://bucket/prefix/")
+    return value.strip()
+
+
+def _mount_path(value: Any) -> str:
+    example = "an absolute directory like /data"
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise OptInError(f"{ANN_MOUNT_PATH} must be {example}, got {value!r:.80}")
+    if len(value) > MAX_MOUNT_PATH_CHARS or any(ord(c) < 0x20 for c in value) or ":" in value:
+        raise OptInError(f"{ANN_MOUNT_PATH} must be {example} without control characters or `:`")
+    segments = value.strip("/").split("/")
+    if value.strip("/") == "" or any(s in ("", ".", "..") for s in segments):
+        raise OptInError(f"{ANN_MOUNT_PATH} must be {example}, not / and without . or ..")
+    return "/" + "/".join(segments)
+
+
+def _prefetch(value: Any) -> Prefetch:
+    if value == "all":
+        return "all"
+    if value == "none":
+        return "none"
+    raise OptInError(f"{ANN_PREFETCH} must be `all` or `none`, got {value!r:.80}")
+
+
+def _fraction(value: Any) -> float:
+    number = _number(value, ANN_WAIT, "a fraction between 0 and 1, like 0.9")
+    if not 0.0 <= number <= 1.0:
+        raise OptInError(f"{ANN_WAIT} must be a fraction between 0 and 1, got {value!r:.80}")
+    return number
+
+
+def _timeout(value: Any, default_s: float, max_s: float) -> float:
+    if value is None:
+        return default_s
+    number = _number(value, ANN_WAIT_TIMEOUT, "a number of seconds, like 600")
+    if not 0 < number <= max_s:
+        raise OptInError(f"{ANN_WAIT_TIMEOUT} must be between 0 and {max_s:g} seconds")
+    return number
+
+
+def _number(value: Any, key: str, expected: str) -> float:
+    try:
+        number = float(value) if isinstance(value, str) and len(value) <= 32 else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise OptInError(f"{key} must be {expected}, got {value!r:.80}")
+    return number
