@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,7 +31,7 @@ from ..store import files
 from ..store.index import Index
 from ..store.layout import Layout
 from ..urls import StoreURL, parse_url
-from .download import Downloader, check_integrity, with_retries
+from .download import Downloader, PartTracker, check_integrity, object_round_decision, with_retries
 from .locks import ObjectLock, PrioritySemaphore
 
 T = TypeVar("T")
@@ -38,6 +40,8 @@ BackendFactory = Callable[[StoreURL, Config], Awaitable[Backend]]
 #: priorities of request slots: an on-demand miss goes before prefetch work
 PRIORITY_ON_DEMAND = 0
 PRIORITY_PREFETCH = 1
+#: how many times one download starts over because the object was replaced meanwhile
+VERSION_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class Engine:
         self.counters: dict[str, int] = {
             "objects_downloaded": 0, "bytes_downloaded": 0, "evictions": 0,
             "evicted_bytes": 0, "integrity_failures": 0, "read_through": 0,
+            "object_retries": 0, "version_restarts": 0, "objects_failed": 0, "disk_full": 0,
         }
         #: called as fn(url, size, seconds) after each object this engine downloaded and
         #: published: how a host (the agent's duration histogram) observes single downloads
@@ -228,27 +233,53 @@ class Engine:
 
     async def _download_and_publish(self, url: StoreURL, info: ObjectInfo, segments: list[str],
                                     rid: str, priority: int) -> None:
+        """Download into one staging file, in rounds that keep the parts already verified
+        (see download.py), then publish; the staging file is discarded on any failure."""
         backend = await self.backend(url)
-        attempts = self.config.retry.max_attempts
-        for attempt in range(1, attempts + 1):
-            staging = await self.io(files.create_staging, self.layout)
-            try:
-                md5 = await self.downloader.fetch_into(backend, info, staging, priority)
-                fin = await self.io(files.finish, staging, md5, self.config.fsync)
-                check_integrity(info, md5, fin.size)
-            except IntegrityError as e:
-                await self.io(files.discard, self.layout, staging)
-                if isinstance(e, VersionChangedError):
-                    raise
-                self.counters["integrity_failures"] += 1
-                if attempt == attempts:
-                    raise
-                continue
-            except BaseException:
-                await asyncio.shield(self.io(files.discard, self.layout, staging))
-                raise
-            break
+        staging = await self._create_staging()
+        tracker = self.downloader.tracker(info)
+        try:
+            for round_no in itertools.count(1):
+                try:
+                    md5 = await self.downloader.fetch_into(backend, info, staging, priority,
+                                                           tracker)
+                    fin = await self.io(files.finish, staging, md5, self.config.fsync)
+                    check_integrity(info, md5, fin.size)
+                    break
+                except CacheError as e:
+                    if not self._another_round(e, round_no, tracker):
+                        raise
+        except BaseException:
+            await asyncio.shield(self.io(files.discard, self.layout, staging))
+            raise
         await self._publish(url, info, segments, staging, fin, rid)
+
+    async def _create_staging(self) -> files.Staging:
+        """A new staging file; if we are cancelled while a worker thread creates it (SIGTERM
+        right at the start of a download), the file is removed as soon as it exists."""
+        fut = asyncio.get_running_loop().run_in_executor(self._io, files.create_staging,
+                                                         self.layout)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            def drop(f: asyncio.Future[files.Staging]) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    files.discard(self.layout, f.result())
+
+            fut.add_done_callback(drop)
+            raise
+
+    def _another_round(self, error: CacheError, round_no: int, tracker: PartTracker) -> bool:
+        """Whether an object whose round failed with `error` is worth another round."""
+        mismatch = isinstance(error, IntegrityError) and not tracker.missing()
+        if mismatch and not isinstance(error, VersionChangedError):
+            # every part arrived but the whole does not match: nothing is worth keeping
+            self.counters["integrity_failures"] += 1
+            tracker.reset()
+        go_on = object_round_decision(error, round_no, self.config.retry.max_attempts)
+        if go_on:
+            self.counters["object_retries"] += 1
+        return go_on
 
     async def _publish(self, url: StoreURL, info: ObjectInfo, segments: list[str],
                        staging: files.Staging, fin: files.Finished, rid: str) -> None:
@@ -294,7 +325,14 @@ class Engine:
             raise
 
     def _drop_reservation(self, rid: str) -> None:
-        self.index.drop_reservation(rid)
+        try:
+            self.index.drop_reservation(rid)
+        except sqlite3.OperationalError as e:
+            # On a full disk even a DELETE needs room in the WAL. The reservation then only
+            # lowers this process's headroom until it exits (start-up drops it), and the
+            # error that brought us here (ENOSPC while writing) stays the one reported.
+            if "full" not in str(e):
+                raise
 
     def disk_usage(self) -> tuple[int, int]:
         st = os.statvfs(self.layout.root)
@@ -360,12 +398,30 @@ class Engine:
             backend = await self.backend(parsed)
             info = await with_retries(lambda: backend.stat(parsed.path), self.config.retry)
         protect = await self.db(self._covering_datasets, parsed)
-        try:
-            return await self.ensure(parsed, info, priority=PRIORITY_ON_DEMAND, protect=protect)
-        except VersionChangedError:
-            backend = await self.backend(parsed)
-            info = await backend.stat(parsed.path)
-            return await self.ensure(parsed, info, priority=PRIORITY_ON_DEMAND, protect=protect)
+        return await self.ensure_current(parsed, info, PRIORITY_ON_DEMAND, protect)
+
+    async def ensure_current(self, url: StoreURL, info: ObjectInfo, priority: int,
+                             protect: tuple[tuple[str, str], ...],
+                             on_new_version: Callable[[ObjectInfo], Awaitable[None]] | None = None,
+                             ) -> FetchResult:
+        """`ensure`, starting over on the object's new version each time it is replaced
+        while being downloaded (at most `VERSION_RESTARTS` times: an object rewritten faster
+        than it can be downloaded is reported, not chased forever)."""
+        for restart in itertools.count():
+            try:
+                return await self.ensure(url, info, priority=priority, protect=protect)
+            except VersionChangedError:
+                if restart >= VERSION_RESTARTS:
+                    raise
+            self.counters["version_restarts"] += 1
+            info = await self._stat(url)
+            if on_new_version is not None:
+                await on_new_version(info)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _stat(self, url: StoreURL) -> ObjectInfo:
+        backend = await self.backend(url)
+        return await with_retries(lambda: backend.stat(url.path), self.config.retry)
 
     def _known_info(self, url: StoreURL) -> ObjectInfo | None:
         entry = self.index.get(url.store, url.path)
@@ -388,8 +444,9 @@ class Engine:
         await self.db(self.index.unpin, str(parse_url(url).as_dataset()), owner)
 
     def snapshot_counters(self) -> dict[str, int]:
+        integrity = self.counters["integrity_failures"] + self.downloader.integrity_failures
         return dict(self.counters, bytes_read=self.downloader.bytes_read,
-                    retries=self.downloader.retries)
+                    retries=self.downloader.retries, integrity_failures=integrity)
 
 
 def failure_of(key: str, error: BaseException) -> Failure:

@@ -1,0 +1,154 @@
+"""The CLI commands run through the node agent (`--agent SOCKET` / SHARDCACHE_AGENT_SOCKET).
+
+The agent owns the node's cache, so these commands never open the cache directory: prefetch
+registers the dataset (pinning it for an owner), follows its status until the prefetch ends,
+and releases the pin unless `--owner` was given; verify and evict run inside the agent, on its
+cache. Same output and exit codes as the in-process commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+from ..client.agent_client import AgentClient
+from ..config import format_size
+from ..engine import Progress
+from ..errors import NotFoundError
+from ..urls import parse_url
+from .output import Output
+
+EXIT_OK, EXIT_FAILED = 0, 1
+#: how often status is polled; the agent answers from memory and the index, so 4/s is cheap
+POLL_S = 0.25
+_RUNNING = ("listing", "downloading")
+
+
+def run_with_agent(args: argparse.Namespace, socket_path: str, out: Output) -> int:
+    client = AgentClient(socket_path)
+    handler = _HANDLERS.get(args.command)
+    if handler is None:
+        out.error(f"`shardcache {args.command}` does not run through the agent")
+        return 2
+    return handler(client, args, out)
+
+
+def _request(client: AgentClient, method: str, path: str, body: Any = None) -> Any:
+    # verify and evict are agent endpoints (docs/agent-api.md) without a typed method on the
+    # client yet; `_request` keeps the same transport, timeouts and error mapping
+    return client._request(method, path, body, timeout_s=client.fetch_timeout_s)
+
+
+def _prefetch(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
+    url = str(parse_url(args.url).as_dataset())
+    owner = args.owner or f"cli-{os.getpid()}"
+    doc = client.register(url, owner)
+    try:
+        with out.progress(url) as update:
+            while doc["state"] in _RUNNING:
+                update(_progress(doc))
+                time.sleep(POLL_S)
+                doc = client.status(url)
+            update(_progress(doc))
+    finally:
+        if not args.owner:
+            client.release(url, owner)
+    return _report(doc, out)
+
+
+def _progress(doc: dict[str, Any]) -> Progress:
+    return Progress(doc["url"], doc["objects_total"], doc["bytes_total"],
+                    objects_done=doc["objects_local"], bytes_done=doc["bytes_local"])
+
+
+def _report(doc: dict[str, Any], out: Output) -> int:
+    failed = doc["state"] == "failed"
+    if out.json_mode:
+        out.json(doc)
+    else:
+        out.info(f"{doc['objects_local']}/{doc['objects_total']} objects "
+                 f"({format_size(doc['bytes_local'])} of {format_size(doc['bytes_total'])}) "
+                 f"local: {doc['state']}")
+        for err in doc["errors"][:20]:
+            (out.error if failed else out.warn)(f"{err['key'] or doc['url']}: {err['message']}")
+        out.line(doc["local_dir"])
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _path(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
+    path = client.path(args.url)
+    if out.json_mode:
+        out.json({"url": args.url, "path": path, "exists": os.path.exists(path)})
+    else:
+        out.line(path)
+    return EXIT_OK
+
+
+def _status(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
+    rows = [client.status(args.url)] if args.url else client.datasets()
+    if out.json_mode:
+        out.json({"datasets": rows, "agent": client.socket_path})
+        return EXIT_OK
+    out.table(f"shardcache agent at {client.socket_path}",
+              ["dataset", "state", "objects", "bytes", "local", "rate", "eta", "owners"],
+              [[r["url"], r["state"], f"{r['objects_local']}/{r['objects_total']}",
+                f"{format_size(r['bytes_local'])}/{format_size(r['bytes_total'])}",
+                f"{100 * r['fraction_local']:.1f}%", f"{format_size(r['rate_bytes_per_s'])}/s",
+                "-" if r["eta_s"] is None else f"{r['eta_s']:.0f} s", str(len(r["owners"]))]
+               for r in rows])
+    for r in rows:
+        for err in r["errors"][:5]:
+            out.warn(f"{r['url']}: {err['key']}: {err['message']}")
+    return EXIT_OK
+
+
+def _wait(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
+    url = str(parse_url(args.url).as_dataset())
+    deadline = time.monotonic() + args.timeout
+    fraction = 0.0
+    while True:
+        try:
+            fraction = float(client.status(url)["fraction_local"])
+        except NotFoundError:
+            fraction = 0.0  # not registered yet: the pod watcher may not have seen the pod
+        if fraction >= args.fraction:
+            out.info(f"{url}: {100 * fraction:.1f}% local")
+            return EXIT_OK
+        if time.monotonic() > deadline:
+            out.error(f"{url}: {100 * fraction:.1f}% local after {args.timeout:.0f} s, "
+                      f"wanted {100 * args.fraction:.1f}%")
+            return EXIT_FAILED
+        time.sleep(POLL_S)
+
+
+def _verify(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
+    report = _request(client, "POST", "/v1/verify", {"url": args.url})
+    if out.json_mode:
+        out.json(report)
+    else:
+        out.line(f"checked {report['checked']} files in the agent's cache: {report['ok']} ok, "
+                 f"{len(report['corrupt'])} damaged, {len(report['missing'])} missing, "
+                 f"{len(report['stray'])} stray")
+        for name in report["corrupt"]:
+            out.line(f"damaged (removed; the next prefetch fetches it again): {name}")
+        for name in report["missing"]:
+            out.line(f"missing (the next prefetch fetches it again): {name}")
+        for name in report["stray"]:
+            out.line(f"stray file not in the index (removed): {name}")
+    return EXIT_OK if report["clean"] else EXIT_FAILED
+
+
+def _evict(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
+    report = _request(client, "POST", "/v1/evict", {"url": args.url, "force": args.force})
+    if out.json_mode:
+        out.json(report)
+    else:
+        out.line(f"removed {report['objects_removed']} objects "
+                 f"({format_size(report['bytes_removed'])}) of {report['url']}")
+    return EXIT_OK
+
+
+_HANDLERS = {"prefetch": _prefetch, "path": _path, "status": _status, "wait": _wait,
+             "verify": _verify, "evict": _evict}

@@ -1,0 +1,138 @@
+"""What the pods on this node ask of the agent: pure, from pod JSON and the policy.
+
+A pod opts in with the label `shardcache.io/enabled: "true"` and names datasets in its
+annotations (read by the webhook's `optin` module, so both read the contract the same way).
+Each URL goes through the namespace policy; a refused one becomes a `Refusal` to report, never
+a registration. `plan` compares what the pods want with the pins in the index: the pod watcher
+is this module plus I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..policy import Policy
+from ..webhook.optin import OptInError, is_enabled, read_opt_in
+
+#: pod phases after which no container of the pod runs again
+FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
+#: owners the watcher manages are pod UIDs; other owners (cli-PID, CSI volumes of pods on
+#: other paths) are left alone by the reconcile
+_UID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: the wait timeouts do not matter to the agent; these only satisfy the parser
+_ANY_TIMEOUT_S = (600.0, 1e9)
+
+
+@dataclass(frozen=True)
+class Want:
+    owner: str
+    url: str
+    namespace: str
+    prefetch: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    owner: str
+    namespace: str
+    pod: str
+    url: str
+    reason: str
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "pod": f"{self.namespace}/{self.pod}",
+            "uid": self.owner,
+            "url": self.url,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class PodView:
+    uid: str
+    namespace: str
+    name: str
+    active: bool
+    wants: tuple[Want, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    register: tuple[Want, ...]
+    release: tuple[tuple[str, str], ...]  # (url, owner)
+
+
+def is_pod_uid(owner: str) -> bool:
+    return bool(_UID_RE.match(owner))
+
+
+def view(pod: Any, policy: Policy) -> PodView | None:
+    """The datasets an opted-in pod wants; None for pods that did not opt in."""
+    meta = pod.get("metadata") if isinstance(pod, Mapping) else None
+    if not isinstance(meta, dict) or not is_enabled(meta):
+        return None
+    uid, ns, name = (str(meta.get(k) or "") for k in ("uid", "namespace", "name"))
+    if not uid:
+        return None
+    phase = (pod.get("status") or {}).get("phase")
+    active = phase not in FINISHED_PHASES
+    try:
+        opt = read_opt_in(meta, *_ANY_TIMEOUT_S)
+    except OptInError as e:
+        return PodView(uid, ns, name, active, refusals=(Refusal(uid, ns, name, "", str(e)),))
+    wants: list[Want] = []
+    refusals: list[Refusal] = []
+    for req in opt.datasets:
+        decision = policy.check(ns, req.url)
+        if decision.allowed and decision.url is not None:
+            wants.append(Want(uid, str(decision.url), ns, opt.prefetch))
+        else:
+            refusals.append(Refusal(uid, ns, name, req.url, decision.reason))
+    return PodView(uid, ns, name, active, tuple(wants), tuple(refusals))
+
+
+def plan(pods: Iterable[PodView], pins: Iterable[tuple[str, str]]) -> Plan:
+    """From a full list: register every want of a running pod (idempotent, and it restarts
+    the prefetch after an agent restart); release pod-UID pins whose pod is gone or done."""
+    pods = list(pods)
+    active = {p.uid for p in pods if p.active}
+    register = tuple(w for p in pods if p.active for w in p.wants)
+    release = tuple(
+        (url, owner) for url, owner in pins if is_pod_uid(owner) and owner not in active
+    )
+    return Plan(register, release)
+
+
+def event_body(refusal: Refusal, node: str, now_iso: str) -> dict[str, Any]:
+    """A core/v1 Event on the pod saying why a dataset was refused (no credentials: URLs and
+    policy text only)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "generateName": f"{refusal.pod or 'pod'}.shardcache-",
+            "namespace": refusal.namespace,
+        },
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": refusal.pod,
+            "namespace": refusal.namespace,
+            "uid": refusal.owner,
+        },
+        "reason": "ShardcacheDatasetRefused",
+        "type": "Warning",
+        "message": (f"dataset {refusal.url} not cached: " if refusal.url else "")
+        + refusal.reason[:900],
+        "source": {"component": "shardcache-agent", "host": node},
+        "reportingComponent": "shardcache.io/agent",
+        "reportingInstance": node,
+        "firstTimestamp": now_iso,
+        "lastTimestamp": now_iso,
+        "count": 1,
+    }

@@ -1,0 +1,217 @@
+"""`shardcache-agent`: the node agent's command line.
+
+    shardcache-agent --cache-dir /var/lib/shardcache --socket /run/shardcache/agent.sock \\
+        [--max-bytes 500GiB] [--metrics-port 9400] [--metrics-host 0.0.0.0] \\
+        [--node-name NODE] [--kubeconfig FILE] [--policy-file FILE]
+
+The pod watcher runs with `--kubeconfig`, or inside a cluster (KUBERNETES_SERVICE_HOST set);
+it needs the node name (`--node-name`, default $NODE_NAME). Exit status: 0 after SIGTERM or
+SIGINT, 1 when the agent cannot start (socket in use, unreadable policy, unusable cache
+directory), 2 for a usage error.
+
+The socket is made mode 0666 unless `--socket-mode` says otherwise: who may talk to the agent
+is decided by who may mount the socket's directory (the DaemonSet's own containers, and in the
+hostpath mode the opted-in pods, whose containers run as arbitrary non-root users that a 0660
+root-owned socket would shut out of on-demand fetches). On a shared host, put the socket in a
+directory of mode 0750 or pass `--socket-mode 660`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from shardcache.config import Config, parse_size
+from shardcache.engine import Engine
+from shardcache.errors import CacheError, ConfigError, redact
+
+from ..policy import Policy, load_policy
+from . import logs
+from .logs import kv
+from .server import api_app, claim_socket, metrics_app
+from .service import Agent
+from .watcher import PodWatcher, WatcherConfig
+
+log = logging.getLogger("shardcache.agent")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: seconds that in-flight API requests get to finish after SIGTERM; the kubelet's grace
+#: period (30 s in deploy/) must cover this plus cancelling downloads and closing the index
+SHUTDOWN_GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    config: Config
+    socket: Path
+    socket_mode: int
+    metrics_port: int | None
+    metrics_host: str
+    policy: Policy
+    watcher: WatcherConfig | None
+
+
+def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shardcache-agent", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--cache-dir",
+        default=env.get("SHARDCACHE_CACHE_DIR"),
+        required=not env.get("SHARDCACHE_CACHE_DIR"),
+    )
+    p.add_argument(
+        "--socket",
+        default=env.get("SHARDCACHE_AGENT_SOCKET"),
+        required=not env.get("SHARDCACHE_AGENT_SOCKET"),
+    )
+    p.add_argument(
+        "--socket-mode",
+        default="666",
+        type=lambda s: int(s, 8),
+        help="octal permission bits of the socket (default 666, see --help text)",
+    )
+    p.add_argument("--max-bytes", type=_size, help="byte budget, e.g. 500GiB")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on TCP")
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the metrics port (0.0.0.0 inside a pod)",
+    )
+    p.add_argument("--node-name", default=env.get("NODE_NAME"))
+    p.add_argument(
+        "--kubeconfig",
+        help="watch pods with this kubeconfig (default: in-cluster "
+        "when KUBERNETES_SERVICE_HOST is set, else no pod watcher)",
+    )
+    p.add_argument(
+        "--policy-file",
+        default=env.get("SHARDCACHE_POLICY_FILE"),
+        help="namespace -> allowed URL prefixes; absent: every cloud URL",
+    )
+    p.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
+    p.add_argument("--log-level", default=env.get("SHARDCACHE_LOG_LEVEL", "INFO"))
+    return p
+
+
+def _size(text: str) -> int:
+    try:
+        return int(parse_size(text))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def build_options(args: argparse.Namespace, env: Mapping[str, str]) -> AgentOptions:
+    config = Config.from_env(env, cache_dir=args.cache_dir, max_bytes=args.max_bytes)
+    watcher = None
+    if args.kubeconfig or env.get("KUBERNETES_SERVICE_HOST"):
+        if not args.node_name:
+            raise ConfigError(
+                "the pod watcher needs --node-name (or NODE_NAME from the "
+                "downward API: fieldRef spec.nodeName)"
+            )
+        watcher = WatcherConfig(
+            node=args.node_name,
+            kubeconfig=args.kubeconfig,
+            watch_timeout_s=args.watch_timeout,
+            read_timeout_s=args.watch_timeout + 30.0,
+        )
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port must be 0..65535, got {args.metrics_port}")
+    return AgentOptions(
+        config=config,
+        socket=Path(args.socket),
+        socket_mode=args.socket_mode,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        policy=load_policy(args.policy_file),
+        watcher=watcher,
+    )
+
+
+async def serve(opts: AgentOptions) -> None:
+    """Listen at once (healthz answers, readyz says 503), adopt the cache, then serve until
+    SIGTERM/SIGINT: stop taking work, cancel downloads, close the index, return."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    t0 = time.monotonic()
+    engine = Engine(opts.config)
+    agent = Agent(engine, opts.policy)
+    stopping = [False]
+    runners = await _listen(opts, agent, stopping)
+    watcher = None
+    try:
+        await engine.open()
+        agent.start()
+        log.info(
+            "ready",
+            extra=kv(
+                cache_dir=str(opts.config.cache_dir),
+                socket=str(opts.socket),
+                seconds=round(time.monotonic() - t0, 3),
+            ),
+        )
+        if opts.watcher is not None:
+            watcher = PodWatcher(agent, opts.policy, opts.watcher, loop)
+            watcher.start()
+        await stop.wait()
+    finally:
+        log.info("stopping", extra=kv())
+        stopping[0] = True
+        if watcher is not None:
+            watcher.stop()
+        await agent.shutdown()
+        for runner in runners:
+            await runner.cleanup()
+        await engine.close()
+        log.info("stopped", extra=kv(seconds_up=round(time.monotonic() - t0, 1)))
+
+
+async def _listen(opts: AgentOptions, agent: Agent, stopping: list[bool]) -> list[web.AppRunner]:
+    claim_socket(opts.socket)
+    api = web.AppRunner(
+        api_app(agent, stopping), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
+    )
+    await api.setup()
+    await web.UnixSite(api, str(opts.socket)).start()
+    os.chmod(opts.socket, opts.socket_mode)
+    runners = [api]
+    if opts.metrics_port is not None:
+        tcp = web.AppRunner(
+            metrics_app(agent, stopping), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
+        )
+        await tcp.setup()
+        site = web.TCPSite(tcp, opts.metrics_host, opts.metrics_port)
+        await site.start()
+        runners.append(tcp)
+        log.info("metrics listening", extra=kv(host=opts.metrics_host, port=opts.metrics_port))
+    return runners
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    env = dict(os.environ)
+    args = parser(env).parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        opts = build_options(args, env)
+    except ConfigError as e:
+        log.error("bad configuration", extra=kv(error=redact(str(e))))
+        return EXIT_USAGE
+    try:
+        asyncio.run(serve(opts))
+    except (CacheError, OSError) as e:
+        log.error("cannot run", extra=kv(error=redact(f"{type(e).__name__}: {e}")))
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

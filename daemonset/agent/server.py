@@ -1,0 +1,248 @@
+"""The HTTP shell of docs/agent-api.md: aiohttp on a unix socket, plus a TCP metrics port.
+
+Handlers parse, call `Agent`, and turn shardcache errors into `{"error": {kind, message}}` with
+the status below; no decision is made here. The TCP port serves only /metrics, /healthz and
+/readyz (the kubelet's probes and Prometheus reach it; the dataset API stays on the socket,
+which only what mounts the socket directory can reach).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from shardcache.errors import CacheError, ConfigError, UnavailableError, redact
+
+from .logs import kv
+from .metrics import families, render
+from .service import Agent
+
+log = logging.getLogger("shardcache.agent.http")
+
+AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent", Agent)
+STOPPING_KEY: web.AppKey[list[bool]] = web.AppKey("stopping", list)
+
+#: HTTP status per error kind; a plain CacheError (e.g. evicting a dataset in use) is a conflict
+STATUS_OF_KIND = {
+    "config": 400,
+    "unsafe_key": 400,
+    "not_found": 404,
+    "access_denied": 403,
+    "policy_denied": 403,
+    "unavailable": 503,
+    "over_capacity": 507,
+    "integrity": 502,
+    "version_changed": 502,
+    "cache_state": 500,
+    "error": 409,
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(kind: str, message: str) -> web.Response:
+    return web.json_response(
+        {"error": {"kind": kind, "message": redact(message)}}, status=STATUS_OF_KIND.get(kind, 500)
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status >= 400:
+            return error_response(
+                "not_found" if e.status == 404 else "config",
+                f"{request.method} {request.path}: {e.reason}",
+            )
+        raise
+    except CacheError as e:
+        return error_response(e.kind, str(e))
+    except OSError as e:
+        log.error("request failed", extra=kv(path=request.path, error=redact(str(e))))
+        return error_response("cache_state", f"{type(e).__name__}: {e}")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        doc = await request.json()
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError("the request body must be a JSON object") from e
+    if not isinstance(doc, dict):
+        raise ConfigError("the request body must be a JSON object")
+    return doc
+
+
+def _str(doc: dict[str, Any], name: str, *, required: bool = True) -> Any:
+    value = doc.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f'"{name}" must be a non-empty string')
+    return value
+
+
+def _query_url(request: web.Request) -> str:
+    url = request.query.get("url")
+    if not url:
+        raise ConfigError("the query parameter url= is required")
+    return url
+
+
+def _agent(request: web.Request) -> Agent:
+    return request.app[AGENT_KEY]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if _agent(request).ready and not request.app[STOPPING_KEY][0]:
+        return web.Response(text="ready")
+    return web.Response(text="not ready: adopting the cache", status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    agent = _agent(request)
+    if not agent.ready:
+        text = render(families(agent.counters, _empty_snapshot(agent)))
+    else:
+        text = render(families(agent.counters, await agent.snapshot()))
+    return web.Response(
+        text=text,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _empty_snapshot(agent: Agent) -> Any:
+    from .metrics import Snapshot
+
+    return Snapshot(
+        engine=agent.engine.snapshot_counters(),
+        queue_depth=0,
+        used_bytes=0,
+        capacity_bytes=agent.engine.config.max_bytes or 0,
+        datasets={},
+        ready=False,
+    )
+
+
+def _serving(request: web.Request) -> Agent:
+    agent = _agent(request)
+    if request.app[STOPPING_KEY][0]:
+        raise UnavailableError("the agent is shutting down; retry on the next one")
+    if not agent.ready:
+        raise UnavailableError("the agent is still adopting its cache; retry in a moment")
+    return agent
+
+
+async def register(request: web.Request) -> web.Response:
+    agent = _serving(request)
+    doc = await _body(request)
+    status = await agent.register(
+        _str(doc, "url"),
+        _str(doc, "owner"),
+        _str(doc, "namespace", required=False),
+        doc.get("prefetch") or "all",
+    )
+    return web.json_response(status)
+
+
+async def release(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    return web.json_response(await _serving(request).release(_str(doc, "url"), _str(doc, "owner")))
+
+
+async def datasets(request: web.Request) -> web.Response:
+    agent = _serving(request)
+    return web.json_response(
+        {"datasets": await agent.statuses(), "refusals": list(agent.refusals.values())}
+    )
+
+
+async def dataset_status(request: web.Request) -> web.Response:
+    url = _query_url(request)
+    doc = await _serving(request).status(url)
+    if doc is None:
+        return error_response(
+            "not_found",
+            f"the agent does not know the dataset {url}; register it with POST /v1/datasets",
+        )
+    return web.json_response(doc)
+
+
+async def fetch(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    return web.json_response(await _serving(request).fetch(_str(doc, "url")))
+
+
+async def path(request: web.Request) -> web.Response:
+    return web.json_response({"path": _serving(request).path(_query_url(request))})
+
+
+async def verify(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    return web.json_response(await _serving(request).verify(_str(doc, "url", required=False)))
+
+
+async def evict(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    force = doc.get("force", False)
+    if not isinstance(force, bool):
+        raise ConfigError('"force" must be true or false')
+    return web.json_response(await _serving(request).evict(_str(doc, "url"), force))
+
+
+def _app(agent: Agent, stopping: list[bool], *, api: bool) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024)
+    app[AGENT_KEY] = agent
+    app[STOPPING_KEY] = stopping
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    if api:
+        app.router.add_post("/v1/datasets", register)
+        app.router.add_post("/v1/datasets/release", release)
+        app.router.add_get("/v1/datasets", datasets)
+        app.router.add_get("/v1/datasets/status", dataset_status)
+        app.router.add_post("/v1/objects/fetch", fetch)
+        app.router.add_get("/v1/path", path)
+        app.router.add_post("/v1/verify", verify)
+        app.router.add_post("/v1/evict", evict)
+    return app
+
+
+def api_app(agent: Agent, stopping: list[bool]) -> web.Application:
+    return _app(agent, stopping, api=True)
+
+
+def metrics_app(agent: Agent, stopping: list[bool]) -> web.Application:
+    return _app(agent, stopping, api=False)
+
+
+def claim_socket(path: Path) -> None:
+    """Remove a stale socket file left by a dead agent; refuse to steal a live one."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"{path} exists and is not a socket; remove it or choose --socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            os.unlink(path)  # nobody listens: stale
+            return
+    raise ConfigError(f"another agent is serving on {path}; stop it first")

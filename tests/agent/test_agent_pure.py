@@ -1,0 +1,121 @@
+"""The agent's pure parts, without I/O: desired datasets, plan, status merge, metrics text."""
+
+from __future__ import annotations
+
+import uuid
+
+from fake_apiserver import pod
+from shardcache_daemonset.agent import desired, metrics, status
+from shardcache_daemonset.policy import Policy, parse_policy
+
+POLICY = parse_policy({"namespaces": {"team-a": ["s3://data/"], "*": []}})
+
+
+def test_view_reads_annotations_and_applies_the_policy():
+    uid = str(uuid.uuid4())
+    p = pod(
+        uid,
+        "p",
+        "team-a",
+        "n",
+        {
+            "shardcache.io/dataset.train": "s3://data/train",
+            "shardcache.io/dataset.val": "s3://other/val/",
+            "shardcache.io/prefetch": "none",
+        },
+    )
+    v = desired.view(p, POLICY)
+    assert v is not None and v.active
+    assert v.wants == (desired.Want(uid, "s3://data/train/", "team-a", "none"),)
+    assert [r.url for r in v.refusals] == ["s3://other/val/"]
+    assert "team-a" in v.refusals[0].reason
+
+
+def test_view_ignores_pods_that_did_not_opt_in_and_refuses_local_schemes():
+    uid = str(uuid.uuid4())
+    ann = {"shardcache.io/dataset": "file:///etc/"}
+    assert desired.view(pod(uid, "p", "team-a", "n", ann, enabled=False), POLICY) is None
+    v = desired.view(pod(uid, "p", "team-a", "n", ann), Policy(None))
+    assert v is not None and not v.wants and v.refusals
+    bad = desired.view(pod(uid, "p", "team-a", "n", {"shardcache.io/prefetch": "x"}), POLICY)
+    assert bad is not None and "prefetch" in bad.refusals[0].reason
+
+
+def test_plan_registers_running_pods_and_releases_gone_uid_owners():
+    a, b, gone = (str(uuid.uuid4()) for _ in range(3))
+    ann = {"shardcache.io/dataset": "s3://data/x/"}
+    views = [
+        desired.view(pod(a, "a", "team-a", "n", ann, phase="Running"), POLICY),
+        desired.view(pod(b, "b", "team-a", "n", ann, phase="Failed"), POLICY),
+    ]
+    pins = [
+        ("s3://data/x/", a),
+        ("s3://data/x/", b),
+        ("s3://data/x/", gone),
+        ("s3://data/x/", "cli-12"),
+    ]
+    plan = desired.plan([v for v in views if v], pins)
+    assert [w.owner for w in plan.register] == [a]
+    assert sorted(plan.release) == sorted([("s3://data/x/", b), ("s3://data/x/", gone)])
+
+
+def test_event_body_names_the_pod():
+    r = desired.Refusal("u", "ns", "p", "s3://x/", "not allowed")
+    body = desired.event_body(r, "node-1", "2025-01-01T00:00:00Z")
+    assert body["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": "p",
+        "namespace": "ns",
+        "uid": "u",
+    }
+    assert body["type"] == "Warning" and "s3://x/" in body["message"]
+
+
+def test_rate_and_eta_from_samples():
+    samples = [(0.0, 0), (1.0, 100), (2.0, 300)]
+    assert status.rate_bytes_per_s(samples, now=2.0) == 150.0
+    assert status.rate_bytes_per_s(samples, now=4.0) == 75.0  # a stall lowers the rate
+    assert status.rate_bytes_per_s(samples, now=100.0) == 0.0  # all outside the window
+    assert status.eta_s(300, 150.0) == 2.0 and status.eta_s(10, 0.0) is None
+    assert status.eta_s(0, 0.0) == 0.0
+
+
+def test_merge_prefers_live_progress_while_running():
+    base = status.unknown("s3://b/p/", "/c/p", ["o"])
+    live = {"objects_total": 4, "bytes_total": 400, "objects_done": 1, "bytes_done": 100}
+    doc = status.merge(base, running=True, live=live, samples=[(0.0, 0), (1.0, 100)], now=1.0)
+    assert doc["state"] == "downloading" and doc["bytes_local"] == 100
+    assert doc["rate_bytes_per_s"] == 100.0 and doc["eta_s"] == 3.0
+    assert doc["fraction_local"] == 0.25
+    listing = status.merge(base, running=True, live=None, samples=[], now=0.0)
+    assert listing["state"] == "listing" and listing["eta_s"] is None
+    stale = status.merge(
+        {**base, "state": "downloading", "listed_at": 1.0},
+        running=False,
+        live=None,
+        samples=[],
+        now=0.0,
+    )
+    assert stale["state"] == "idle"  # left by a killed agent
+
+
+def test_metrics_render_is_prometheus_text():
+    c = metrics.AgentCounters()
+    c.error("not_found")
+    c.durations.observe(0.03)
+    snap = metrics.Snapshot(
+        engine={"bytes_downloaded": 5, "objects_downloaded": 1},
+        queue_depth=2,
+        used_bytes=5,
+        capacity_bytes=100,
+        datasets={'s3://b/"q"/': (1, 2, 5, 10)},
+        ready=True,
+    )
+    text = metrics.render(metrics.families(c, snap))
+    values = metrics.parse(text)
+    assert values['shardcache_errors_total{kind="not_found"}'] == 1
+    assert values['shardcache_download_duration_seconds_bucket{le="0.05"}'] == 1
+    assert values['shardcache_download_duration_seconds_bucket{le="0.025"}'] == 0
+    assert values['shardcache_dataset_bytes_total{dataset="s3://b/\\"q\\"/"}'] == 10
+    assert "# TYPE shardcache_download_duration_seconds histogram" in text
