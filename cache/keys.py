@@ -6,6 +6,9 @@ when every `/`-separated segment is a plain name: not empty, not `.` or `..`, no
 other key is refused, never rewritten: a rewritten key could collide with a real one, and a
 reader would not find the file under the name they know.
 
+A segment named `.shardcache` is refused too: that name is reserved for shardcache's own files
+inside dataset directories (see RESERVED_SEGMENT).
+
 Directory markers (keys ending in `/`, as consoles create for "folders") are not objects and
 are skipped. Two keys collide when one would have to be both a file and a directory
 (`a` and `a/b`); both are refused, because choosing one would depend on listing order.
@@ -18,6 +21,10 @@ from dataclasses import dataclass
 
 MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 4000
+#: directory name reserved in every dataset directory for shardcache's own files (the agent's
+#: `.shardcache/status.json`, read by `shardcache wait` in init containers); a key using it
+#: would collide with them, so it is refused like any other unmappable key
+RESERVED_SEGMENT = ".shardcache"
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ def check_key(key: str) -> str | None:
             return "empty path segment (`//` or trailing `/`)"
         if segment in (".", ".."):
             return f"`{segment}` path segment"
+        if segment == RESERVED_SEGMENT:
+            return f"reserved name `{RESERVED_SEGMENT}`"
         if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
             return f"a path segment is longer than {MAX_SEGMENT_BYTES} bytes"
     return None

@@ -25,6 +25,7 @@ from shardcache.urls import StoreURL, parse_url, require_cloud
 
 from ..policy import Policy, validate_pod_url
 from . import status as st
+from . import statusfile
 from .logs import kv
 from .metrics import AgentCounters, Snapshot
 
@@ -47,6 +48,8 @@ class Agent:
         #: (pod uid, url) -> why the policy refused it; shown by GET /v1/datasets
         self.refusals: dict[tuple[str, str], dict[str, str]] = {}
         self._scan: asyncio.Task[None] | None = None
+        #: per dataset, the task keeping DATASET_DIR/.shardcache/status.json current
+        self._writers: dict[str, asyncio.Task[None]] = {}
         engine.download_observers.append(self._observed)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -82,6 +85,14 @@ class Agent:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # the writers see their prefetch end and record the final state; a bound keeps a
+        # stuck disk from holding up the shutdown
+        writers = [t for t in self._writers.values() if not t.done()]
+        if writers:
+            _, late = await asyncio.wait(writers, timeout=2.0)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     # -- datasets -------------------------------------------------------------------------
     async def register(
@@ -102,6 +113,7 @@ class Agent:
         )
         doc = await self.status(name)
         assert doc is not None
+        await self._write_status(name, doc)
         return doc
 
     def accept(self, url: str, namespace: str | None) -> StoreURL:
@@ -120,7 +132,10 @@ class Agent:
         if running is not None and not running.done():
             return  # join it; a listing-only run sees `download` when it ends
         self._failures.pop(url, None)
-        self.tasks[url] = asyncio.create_task(self._prefetch(url), name=f"prefetch {url}")
+        task = self.tasks[url] = asyncio.create_task(self._prefetch(url), name=f"prefetch {url}")
+        self._writers[url] = asyncio.create_task(
+            self._keep_status_file(url, task), name=f"status file {url}"
+        )
 
     async def _prefetch(self, url: str) -> None:
         samples = self._samples[url] = deque(maxlen=_SAMPLES)
@@ -229,6 +244,33 @@ class Agent:
             doc["state"] = "failed"
         return doc
 
+    # -- status file ----------------------------------------------------------------------
+    async def _keep_status_file(self, url: str, prefetch: asyncio.Task[None]) -> None:
+        """Rewrite the dataset's status file about once a second while `prefetch` runs, and
+        once more after it ended (then `running` is false and the state is final)."""
+        while True:
+            done = prefetch.done()
+            try:
+                doc = await self.status(url)
+            except Exception as e:  # e.g. the index is closing: skip this one write
+                log.warning("status not read", extra=kv(url=url, error=redact(str(e))))
+                doc = None
+            if doc is not None:
+                await self._write_status(url, doc)
+            if done:
+                return
+            await asyncio.wait({prefetch}, timeout=statusfile.WRITE_INTERVAL_S)
+
+    async def _write_status(self, url: str, doc: dict[str, Any]) -> None:
+        record = statusfile.status_record(doc, time.time())
+        try:
+            await self.engine.io(
+                statusfile.write_status_file, self.engine.layout, parse_url(url), record
+            )
+        except OSError as e:  # progress reporting must never fail a prefetch or a request
+            self.counters.error("status_file")
+            log.warning("status file not written", extra=kv(url=url, error=redact(str(e))))
+
     # -- objects --------------------------------------------------------------------------
     async def fetch(self, url: str) -> dict[str, Any]:
         parsed = parse_url(url)
@@ -279,6 +321,10 @@ class Agent:
             functools.partial(m.evict, self.engine, name, force=force)
         )
         self._failures.pop(name, None)
+        try:
+            await self.engine.io(statusfile.remove_status_file, self.engine.layout, parse_url(name))
+        except OSError as e:
+            log.warning("status file not removed", extra=kv(url=name, error=redact(str(e))))
         log.info("evicted", extra=kv(url=name, objects=objects, bytes=nbytes, force=force))
         return {"url": name, "objects_removed": objects, "bytes_removed": nbytes}
 

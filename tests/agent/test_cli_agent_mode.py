@@ -53,7 +53,9 @@ def test_cli_through_the_agent(s3_bucket, make_agent):
     not_there = cli(
         agent, "wait", s3_bucket.url("nothing/"), "--fraction", "0.5", "--timeout", "0.5"
     )
-    assert not_there.returncode == 1 and "0.0% local" in not_there.stderr
+    # a timeout lets the pod start anyway (exit 0), with a warning that says how far it got
+    assert not_there.returncode == 0 and "0.0% local" in not_there.stderr
+    assert "starting anyway" in not_there.stderr
 
     verify = cli(agent, "verify", url, "--output", "json")
     assert verify.returncode == 0 and json.loads(verify.stdout)["ok"] == len(DATA)

@@ -1,6 +1,6 @@
-"""Fixtures for the CSI plugin: an agent (stub, see _agent_stub.py), a plugin serving on a
-real unix socket, and a gRPC client; every mount made under the test's directory is lazily
-unmounted at the end, whatever happened."""
+"""Fixtures for the CSI plugin: the real `shardcache-agent` process in front of a moto S3
+bucket, a plugin serving on a real unix socket, and a gRPC client; every mount made under the
+test's directory is lazily unmounted at the end, whatever happened."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from agent.agent_process import AgentProcess
 from shardcache.client.agent_client import AgentClient
+from shardcache.testing.emulators import Bucket
 from shardcache_csi.mounter import MountError, unmount
 from shardcache_csi.mountinfo import read_mountinfo
 from shardcache_csi.node import NodeDriver
@@ -24,14 +26,12 @@ from shardcache_csi.server import build_server
 from shardcache_csi.state import StateDir
 from shardcache_daemonset.policy import load_policy
 
-from ._agent_stub import AgentStub
-
 #: a gRPC wait in a test never hangs the suite
 RPC_TIMEOUT_S = 10.0
 POD_UID = "1f2e3d4c-0000-4000-8000-00000000a001"
 NAMESPACE = "team-a"
-DATASET = "s3://bucket-a/imagenet/"
-POLICY = {"namespaces": {NAMESPACE: ["s3://bucket-a/"], "*": []}}
+#: the dataset every test publishes, under the test's own bucket
+PREFIX = "imagenet/"
 
 
 def is_root() -> bool:
@@ -52,14 +52,31 @@ def lazy_unmount_under(root: str) -> None:
                 unmount(entry.mount_point, lazy=True)
 
 
+def policy_for(namespace_prefixes: list[str]) -> dict[str, object]:
+    return {"namespaces": {NAMESPACE: namespace_prefixes, "*": []}}
+
+
 @dataclass
 class Env:
     root: Path
     kubelet_dir: Path
     state_dir: Path
     endpoint: str
-    agent: AgentStub
+    agent: AgentProcess
+    #: the plugin's policy; the agent has its own copy (agent_policy_file)
     policy_file: Path
+    agent_policy_file: Path
+    bucket: Bucket
+
+    @property
+    def dataset(self) -> str:
+        return self.bucket.url(PREFIX)
+
+    def owners(self, url: str | None = None) -> list[str]:
+        return list(self.agent.client.status(url or self.dataset)["owners"])
+
+    def registered(self) -> list[str]:
+        return [d["url"] for d in self.agent.client.datasets()]
 
     def target(self, pod_uid: str = POD_UID, volume: str = "data") -> str:
         """The path kubelet would pass, with its parent created as kubelet does."""
@@ -67,29 +84,53 @@ class Env:
         parent.mkdir(parents=True, exist_ok=True)
         return str(parent / "mount")
 
-    def fill(self, url: str, files: dict[str, bytes]) -> Path:
-        """Put files in the dataset's local directory, as the agent would after prefetch."""
-        local = self.agent.local_dir(url)
-        for name, data in files.items():
-            (local / name).parent.mkdir(parents=True, exist_ok=True)
-            (local / name).write_bytes(data)
-        return local
+    def fill(self, files: dict[str, bytes], prefix: str = PREFIX) -> None:
+        """Put objects in the bucket under `prefix`; the agent fetches them once registered."""
+        self.bucket.put({prefix + name: data for name, data in files.items()})
+
+    def wait_local(self, url: str | None = None) -> Path:
+        """Wait until the agent has the whole dataset; its local directory."""
+        doc = self.agent.wait_status(url or self.dataset, ("complete",))
+        return Path(str(doc["local_dir"]))
+
+    def restart_agent(self, policy: dict[str, object] | None = None) -> None:
+        self.agent.terminate()
+        if policy is not None:
+            self.agent_policy_file.write_text(json.dumps(policy))
+        self.agent.start()
 
 
 @pytest.fixture
-def env() -> Iterator[Env]:
+def env(s3_bucket: Bucket) -> Iterator[Env]:
     # Short paths under /tmp: a unix socket path must fit in 108 bytes.
     root = Path(tempfile.mkdtemp(prefix="sc-csi-", dir="/tmp"))
-    agent = AgentStub(str(root / "agent.sock"), root / "cache").start()
-    policy_file = root / "policy.json"
-    policy_file.write_text(json.dumps(POLICY))
+    policy = json.dumps(policy_for([s3_bucket.url()]))
+    policy_file, agent_policy_file = root / "policy.json", root / "agent-policy.json"
+    policy_file.write_text(policy)
+    agent_policy_file.write_text(policy)
     (root / "kubelet").mkdir()
+    # the real agent, with the AWS_* variables s3_bucket set pointing it at moto
+    agent = AgentProcess(
+        root / "cache",
+        root / "agent.sock",
+        extra=["--policy-file", str(agent_policy_file)],
+        log_path=root / "agent.log",
+    )
     try:
+        agent.start()
         yield Env(
-            root, root / "kubelet", root / "state", f"unix://{root}/csi.sock", agent, policy_file
+            root,
+            root / "kubelet",
+            root / "state",
+            f"unix://{root}/csi.sock",
+            agent,
+            policy_file,
+            agent_policy_file,
+            s3_bucket,
         )
     finally:
-        agent.stop()
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
         lazy_unmount_under(str(root))
         shutil.rmtree(root, ignore_errors=True)
 
@@ -106,7 +147,7 @@ def make_driver(env: Env) -> NodeDriver:
     state = StateDir(str(env.state_dir))
     state.prepare()
     return NodeDriver(
-        agent=AgentClient(env.agent.socket_path, timeout_s=5.0),
+        agent=AgentClient(str(env.agent.socket), timeout_s=5.0),
         policy=load_policy(env.policy_file),
         state=state,
         kubelet_dir=str(env.kubelet_dir),
@@ -132,7 +173,7 @@ def plugin(env: Env) -> Iterator[Client]:
 def publish_request(
     target: str,
     *,
-    dataset: str | None = DATASET,
+    dataset: str | None,
     namespace: str = NAMESPACE,
     pod_uid: str = POD_UID,
     volume_id: str = "csi-0123abcd",

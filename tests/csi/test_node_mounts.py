@@ -1,29 +1,28 @@
 """NodePublishVolume / NodeUnpublishVolume end to end: a real gRPC client on the unix socket,
-the plugin, real bind mounts, and the agent API over HTTP on a unix socket.
-
-The agent here is tests/csi/_agent_stub.py (a test fixture, until shardcache-agent exists);
-these tests must be switched to the real agent when it lands.
+the plugin, real bind mounts, and the real `shardcache-agent` process on its unix socket,
+prefetching from a moto S3 bucket.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
 import grpc
 import pytest
 from shardcache_csi.mountinfo import mount_at, read_mountinfo
+from shardcache_csi.node import _local_dir
 from shardcache_csi.proto import csi_pb2
 
 from .conftest import (
-    DATASET,
-    NAMESPACE,
     POD_UID,
     RPC_TIMEOUT_S,
     Client,
     Env,
     needs_root,
+    policy_for,
     publish_request,
 )
 
@@ -87,34 +86,37 @@ def assert_nothing_published(env: Env, target: str) -> None:
 
 
 def test_publish_read_only_then_unpublish(env: Env, plugin: Client) -> None:
-    local = env.fill(DATASET, FILES)
+    env.fill(FILES)
     target = env.target()
-    publish(plugin, publish_request(target))
+    publish(plugin, publish_request(target, dataset=env.dataset))
+    local = env.wait_local()
 
     for name, data in FILES.items():
         assert Path(target, name).read_bytes() == data
     assert {"ro", "nosuid", "nodev"} <= mount_options(target)  # type: ignore[operator]
     assert {"ro", "nosuid", "nodev"} <= proc_mounts_options(target)
     assert_every_write_fails(target)
-    (local / "late.txt").write_bytes(b"the agent can still write its cache")
+    assert env.owners() == [POD_UID]
+    # an object that appears later, fetched by the agent, shows up in the existing mount
+    env.fill({"late.txt": b"the agent can still write its cache"})
+    env.agent.client.register(env.dataset, "job-late")
+    env.wait_local()
     assert Path(target, "late.txt").read_bytes() == b"the agent can still write its cache"
-    assert env.agent.owners[DATASET] == {POD_UID}
-    register = [body for path, body in env.agent.calls if path == "/v1/datasets"]
-    assert register == [
-        {"url": DATASET, "owner": POD_UID, "namespace": NAMESPACE, "prefetch": "all"}
-    ]
+    env.agent.client.release(env.dataset, "job-late")
+    status = json.loads(Path(target, ".shardcache", "status.json").read_text())
+    assert status["bytes_local"] == status["bytes_total"] > 0  # what `shardcache wait` reads
 
     unpublish(plugin, target)
     assert_nothing_published(env, target)
     assert Path(local, "labels.csv").read_bytes() == FILES["labels.csv"]  # data untouched
-    assert env.agent.owners[DATASET] == set()
+    assert env.owners() == []
 
 
 def test_publish_twice_is_idempotent(env: Env, plugin: Client) -> None:
-    env.fill(DATASET, FILES)
+    env.fill(FILES)
     target = env.target()
-    publish(plugin, publish_request(target))
-    publish(plugin, publish_request(target))
+    publish(plugin, publish_request(target, dataset=env.dataset))
+    publish(plugin, publish_request(target, dataset=env.dataset))
     stacked = [e for e in read_mountinfo() if e.mount_point == target]
     assert len(stacked) == 1
     unpublish(plugin, target)
@@ -125,7 +127,7 @@ def test_publish_twice_is_idempotent(env: Env, plugin: Client) -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        {"dataset": "s3://bucket-a/other/"},
+        {"dataset": "other/"},  # another dataset of the same bucket
         {"volume_id": "csi-ffff"},
         {"readonly": False},
     ],
@@ -133,11 +135,15 @@ def test_publish_twice_is_idempotent(env: Env, plugin: Client) -> None:
 def test_publish_with_other_arguments_is_already_exists(
     env: Env, plugin: Client, change: dict[str, object]
 ) -> None:
-    env.fill(DATASET, FILES)
-    env.fill("s3://bucket-a/other/", {"x": b"x"})
+    env.fill(FILES)
+    env.fill({"x": b"x"}, prefix="other/")
     target = env.target()
-    publish(plugin, publish_request(target))
-    code = code_of(plugin.node.NodePublishVolume, publish_request(target, **change))  # type: ignore[arg-type]
+    publish(plugin, publish_request(target, dataset=env.dataset))
+    env.wait_local()
+    args = {"dataset": env.dataset, **change}
+    if change.get("dataset"):
+        args["dataset"] = env.bucket.url(str(change["dataset"]))
+    code = code_of(plugin.node.NodePublishVolume, publish_request(target, **args))  # type: ignore[arg-type]
     assert code is grpc.StatusCode.ALREADY_EXISTS
     assert Path(target, "labels.csv").read_bytes() == FILES["labels.csv"]  # first one intact
     unpublish(plugin, target)
@@ -151,15 +157,16 @@ def test_unpublish_of_a_never_published_target(env: Env, plugin: Client) -> None
 
 
 def test_two_volumes_of_one_pod_share_the_pin(env: Env, plugin: Client) -> None:
-    env.fill(DATASET, FILES)
+    env.fill(FILES)
     a, b = env.target(volume="a"), env.target(volume="b")
-    publish(plugin, publish_request(a, volume_id="csi-a"))
-    publish(plugin, publish_request(b, volume_id="csi-b"))
+    publish(plugin, publish_request(a, dataset=env.dataset, volume_id="csi-a"))
+    publish(plugin, publish_request(b, dataset=env.dataset, volume_id="csi-b"))
+    env.wait_local()
     unpublish(plugin, a, "csi-a")
-    assert env.agent.owners[DATASET] == {POD_UID}  # b still uses it
+    assert env.owners() == [POD_UID]  # b still uses it
     assert Path(b, "labels.csv").exists()
     unpublish(plugin, b, "csi-b")
-    assert env.agent.owners[DATASET] == set()
+    assert env.owners() == []
 
 
 @pytest.mark.parametrize(
@@ -168,8 +175,8 @@ def test_two_volumes_of_one_pod_share_the_pin(env: Env, plugin: Client) -> None:
         ({"dataset": None}, {}, grpc.StatusCode.INVALID_ARGUMENT),
         ({"dataset": "not-a-url"}, {}, grpc.StatusCode.INVALID_ARGUMENT),
         ({"dataset": "file:///etc/"}, {}, grpc.StatusCode.INVALID_ARGUMENT),
-        ({"dataset": "memory://bucket-a/x/"}, {}, grpc.StatusCode.INVALID_ARGUMENT),
-        ({"dataset": "s3://bucket-a/a/../../../etc/"}, {}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"dataset": "memory://{bucket}/x/"}, {}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"dataset": "s3://{bucket}/a/../../../etc/"}, {}, grpc.StatusCode.INVALID_ARGUMENT),
         ({}, {"csi.storage.k8s.io/pod.uid": "../../etc"}, grpc.StatusCode.INVALID_ARGUMENT),
         ({}, {"csi.storage.k8s.io/pod.namespace": "../x"}, grpc.StatusCode.INVALID_ARGUMENT),
         ({"dataset": "s3://bucket-b/secret/"}, {}, grpc.StatusCode.PERMISSION_DENIED),
@@ -184,19 +191,22 @@ def test_bad_publish_requests_leave_nothing(
     context: dict[str, str],
     code: grpc.StatusCode,
 ) -> None:
-    env.fill(DATASET, FILES)
+    env.fill(FILES)
     target = env.target()
-    req = publish_request(target, **kwargs)  # type: ignore[arg-type]
+    args = {"dataset": env.dataset, **kwargs}
+    if isinstance(args["dataset"], str):
+        args["dataset"] = args["dataset"].replace("{bucket}", env.bucket.name)
+    req = publish_request(target, **args)  # type: ignore[arg-type]
     req.volume_context.update(context)
     assert code_of(plugin.node.NodePublishVolume, req) is code
     assert_nothing_published(env, target)
-    assert not any(path == "/v1/datasets" for path, _ in env.agent.calls)
+    assert env.registered() == []  # the agent was never asked
 
 
 @pytest.mark.parametrize("mutate", ["no target", "not kubelet's", "no capability", "block"])
 def test_malformed_requests(env: Env, plugin: Client, mutate: str) -> None:
     target = env.target()
-    req = publish_request(target)
+    req = publish_request(target, dataset=env.dataset)
     if mutate == "no target":
         req.target_path = ""
     elif mutate == "not kubelet's":
@@ -215,52 +225,78 @@ def test_malformed_requests(env: Env, plugin: Client, mutate: str) -> None:
 
 
 def test_agent_down_is_unavailable_and_leaves_nothing(env: Env, plugin: Client) -> None:
-    env.fill(DATASET, FILES)
-    env.agent.stop()
+    env.fill(FILES)
+    assert env.agent.terminate() == 0  # a stopped real agent: its socket file is gone
     target = env.target()
     assert (
-        code_of(plugin.node.NodePublishVolume, publish_request(target))
+        code_of(plugin.node.NodePublishVolume, publish_request(target, dataset=env.dataset))
         is grpc.StatusCode.UNAVAILABLE
     )
     assert_nothing_published(env, target)
     assert plugin.identity.Probe(csi_pb2.ProbeRequest(), timeout=RPC_TIMEOUT_S).ready.value is False
 
     env.agent.start()  # kubelet retries: now it works
-    publish(plugin, publish_request(target))
+    publish(plugin, publish_request(target, dataset=env.dataset))
+    env.wait_local()
     assert Path(target, "labels.csv").exists()
     unpublish(plugin, target)
 
 
-def test_agent_refusal_and_missing_local_dir(env: Env, plugin: Client) -> None:
+def test_agent_refusal_leaves_nothing(env: Env, plugin: Client) -> None:
+    """The plugin's policy allows the dataset, the agent's own policy does not: the agent's
+    refusal (403 policy_denied) reaches kubelet as PERMISSION_DENIED, and nothing is left."""
+    env.fill(FILES)
+    env.restart_agent(policy=policy_for([env.bucket.url("other/")]))
     target = env.target()
-    env.agent.deny.add(DATASET)
     assert (
-        code_of(plugin.node.NodePublishVolume, publish_request(target))
+        code_of(plugin.node.NodePublishVolume, publish_request(target, dataset=env.dataset))
         is grpc.StatusCode.PERMISSION_DENIED
     )
     assert_nothing_published(env, target)
-    env.agent.deny.clear()
-    # the agent answers, but the dataset directory is not there: retry later, pin released
-    assert (
-        code_of(plugin.node.NodePublishVolume, publish_request(target))
-        is grpc.StatusCode.UNAVAILABLE
+    assert env.registered() == []
+    env.restart_agent(policy=policy_for([env.bucket.url()]))  # the operator widens it
+    publish(plugin, publish_request(target, dataset=env.dataset))  # kubelet's retry works
+    env.wait_local()
+    assert Path(target, "labels.csv").read_bytes() == FILES["labels.csv"]
+    unpublish(plugin, target)
+
+
+def test_a_local_dir_that_is_not_a_directory_is_unavailable(tmp_path: Path) -> None:
+    """The real agent creates the directory before it answers; should an answer ever name
+    something else, the plugin asks kubelet to retry rather than mount it."""
+    from shardcache.errors import UnavailableError
+    from shardcache_csi.targets import validate_publish
+
+    target = f"/var/lib/kubelet/pods/{POD_UID}/volumes/kubernetes.io~csi/data/mount"
+    req = publish_request(target, dataset="s3://bucket-a/p/")
+    spec = validate_publish(
+        req.volume_id,
+        target,
+        dict(req.volume_context),
+        capability="mount",
+        readonly=True,
+        kubelet_dir="/var/lib/kubelet",
     )
-    assert_nothing_published(env, target)
-    assert env.agent.owners[DATASET] == set()
+    (tmp_path / "file").write_bytes(b"")
+    for local_dir in ("", "relative/dir", str(tmp_path / "missing"), str(tmp_path / "file")):
+        with pytest.raises(UnavailableError, match="kubelet will retry"):
+            _local_dir(spec, {"local_dir": local_dir})
+    assert _local_dir(spec, {"local_dir": str(tmp_path)}) == str(tmp_path)
 
 
 def test_unpublish_while_the_agent_is_down_defers_the_release(env: Env, plugin: Client) -> None:
-    env.fill(DATASET, FILES)
+    env.fill(FILES)
     target = env.target()
-    publish(plugin, publish_request(target))
-    env.agent.stop()
+    publish(plugin, publish_request(target, dataset=env.dataset))
+    env.wait_local()
+    assert env.agent.terminate() == 0
     unpublish(plugin, target)  # the pod must not hang in Terminating because of the agent
     assert mount_options(target) is None and not os.path.exists(target)
     assert len(list(env.state_dir.glob("*.json"))) == 1  # the release is remembered
     env.agent.start()
-    assert env.agent.owners[DATASET] == {POD_UID}  # (the stub restarted with its memory)
+    assert env.owners() == [POD_UID]  # pins survive an agent restart (they are in its index)
     unpublish(plugin, env.target(volume="other"))  # any later call retries it
-    assert env.agent.owners[DATASET] == set()
+    assert env.owners() == []
     assert not list(env.state_dir.glob("*.json"))
 
 
@@ -269,9 +305,10 @@ def test_half_done_publication_is_finished_on_retry(env: Env, plugin: Client) ->
     publish makes it read-only instead of stacking a second mount."""
     from shardcache_csi import mounter
 
-    local = env.fill(DATASET, FILES)
+    env.fill(FILES)
     target = env.target()
-    publish(plugin, publish_request(target))
+    publish(plugin, publish_request(target, dataset=env.dataset))
+    local = env.wait_local()
     mounter.unmount(target)
     mounter._check(
         mounter._libc().mount(
@@ -281,7 +318,7 @@ def test_half_done_publication_is_finished_on_retry(env: Env, plugin: Client) ->
         target,
     )
     assert "ro" not in mount_options(target)  # type: ignore[operator]
-    publish(plugin, publish_request(target))
+    publish(plugin, publish_request(target, dataset=env.dataset))
     assert {"ro", "nosuid", "nodev"} <= mount_options(target)  # type: ignore[operator]
     assert len([e for e in read_mountinfo() if e.mount_point == target]) == 1
     unpublish(plugin, target)

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from shardcache_csi.proto import csi_pb2, csi_pb2_grpc
 
-from .conftest import DATASET, POD_UID, RPC_TIMEOUT_S, Env, needs_root, publish_request
+from .conftest import POD_UID, RPC_TIMEOUT_S, Env, needs_root, publish_request
 
 pytestmark = [pytest.mark.mounts, needs_root]
 
@@ -42,7 +42,7 @@ def start_plugin(env: Env) -> subprocess.Popen[bytes]:
     ]
     proc = subprocess.Popen(
         cmd,
-        env={**os.environ, "SHARDCACHE_AGENT_SOCKET": env.agent.socket_path},
+        env={**os.environ, "SHARDCACHE_AGENT_SOCKET": str(env.agent.socket)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -104,13 +104,16 @@ def test_restart_of_plugin_and_agent_keeps_the_mount(
     env: Env,
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
-    env.fill(DATASET, FILES)
+    env.fill(FILES)
     target = env.target()
     first = start_plugin(env)
     processes.append(first)
     channel = wait_serving(env, first)
-    csi_pb2_grpc.NodeStub(channel).NodePublishVolume(publish_request(target), timeout=RPC_TIMEOUT_S)
+    csi_pb2_grpc.NodeStub(channel).NodePublishVolume(
+        publish_request(target, dataset=env.dataset), timeout=RPC_TIMEOUT_S
+    )
     channel.close()
+    env.wait_local()
 
     reader = Reader(target)
     reader.start()
@@ -121,9 +124,10 @@ def test_restart_of_plugin_and_agent_keeps_the_mount(
         assert os.path.exists(env.endpoint[len("unix://") :])
         reader.wait_passes_beyond(reader.passes)
 
-        env.agent.stop()  # the agent restarting does not matter to the mount either
+        env.agent.kill()  # the real agent crashing does not matter to the mount either
         reader.wait_passes_beyond(reader.passes)
-        env.agent.start()
+        env.agent.start()  # it adopts its cache again, the files stay the same inodes
+        reader.wait_passes_beyond(reader.passes)
 
         second = start_plugin(env)
         processes.append(second)
@@ -134,15 +138,16 @@ def test_restart_of_plugin_and_agent_keeps_the_mount(
         reader.join(timeout=30)
     assert not reader.errors
 
+    assert env.owners() == [POD_UID]  # the pin survived both restarts
     node = csi_pb2_grpc.NodeStub(channel)
-    node.NodePublishVolume(publish_request(target), timeout=RPC_TIMEOUT_S)  # still idempotent
+    node.NodePublishVolume(publish_request(target, dataset=env.dataset), timeout=RPC_TIMEOUT_S)
     node.NodeUnpublishVolume(
         csi_pb2.NodeUnpublishVolumeRequest(volume_id="csi-0123abcd", target_path=target),
         timeout=RPC_TIMEOUT_S,
     )
     channel.close()
     assert not os.path.exists(target)
-    assert ("/v1/datasets/release", {"url": DATASET, "owner": POD_UID}) in env.agent.calls
+    assert env.owners() == []  # the restarted plugin released the pod's pin
 
     second.send_signal(signal.SIGTERM)
     _, err = second.communicate(timeout=30)

@@ -1,0 +1,200 @@
+"""`shardcache wait`: the pure decision, the status-file mode an init container uses (no cache
+dir, no socket), and the in-process mode; the agent mode is in tests/agent/test_cli_agent_mode.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from shardcache.cli.main import main
+from shardcache.cli.wait import Observation, Outcome, decide, parse_status_file
+
+URL = "s3://bucket-a/imagenet/"
+CLI = Path(sys.executable).parent / "shardcache"
+
+
+def obs(state: str | None, local: int, total: int, n_local: int = 0, n_total: int = 0):
+    return Observation(state, total, local, n_total, n_local)
+
+
+@pytest.mark.parametrize(
+    ("seen", "wanted", "timed_out", "expected"),
+    [
+        (None, 0.5, False, Outcome.WAIT),
+        (None, 0.5, True, Outcome.TIMED_OUT),
+        (None, 0.0, False, Outcome.REACHED),
+        (obs("downloading", 40, 100), 0.5, False, Outcome.WAIT),
+        (obs("downloading", 50, 100), 0.5, False, Outcome.REACHED),
+        (obs("downloading", 40, 100), 0.5, True, Outcome.TIMED_OUT),
+        (obs("complete", 100, 100), 1.0, False, Outcome.REACHED),
+        (obs("partial", 90, 100), 1.0, True, Outcome.TIMED_OUT),
+        (obs("failed", 10, 100), 0.5, False, Outcome.FAILED),
+        (obs("failed", 60, 100), 0.5, False, Outcome.REACHED),  # what was asked for is there
+        (obs("listing", 0, 0), 0.5, False, Outcome.WAIT),  # zero bytes: not listed yet
+        (obs("idle", 0, 0), 0.5, False, Outcome.WAIT),
+        (obs("complete", 0, 0), 1.0, False, Outcome.REACHED),  # an empty dataset
+        (obs("downloading", 0, 0, 0, 0), 1.0, False, Outcome.REACHED),
+        (obs("downloading", 0, 0, 1, 3), 1.0, False, Outcome.WAIT),  # three empty objects
+    ],
+)
+def test_decide(seen: Observation | None, wanted: float, timed_out: bool, expected: Outcome):
+    assert decide(seen, wanted, timed_out) is expected
+
+
+def status_doc(url: str = URL, state: str = "complete", local: int = 100, total: int = 100):
+    return {
+        "url": url,
+        "state": state,
+        "objects_total": 2,
+        "objects_local": 2 if local == total else 1,
+        "bytes_total": total,
+        "bytes_local": local,
+        "updated_at": 1700000000.0,
+    }
+
+
+def test_parse_status_file() -> None:
+    seen, note = parse_status_file(json.dumps(status_doc(local=25)), URL)
+    assert note is None and seen is not None and seen.fraction == 0.25
+    assert parse_status_file(json.dumps(status_doc(url="s3://bucket-a/other/")), URL)[0] is None
+    for bad in ("", "{", "[1]", '{"url": "s3://bucket-a/imagenet/", "bytes_total": "x"}'):
+        seen, note = parse_status_file(bad, URL)
+        assert seen is None and note and "unreadable" in note
+
+
+# ---- status-file mode: what the webhook's init container runs --------------------------------
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A dataset mount with no socket and a cache dir that must stay untouched."""
+    mount = tmp_path / "data"
+    (mount / ".shardcache").mkdir(parents=True)
+    monkeypatch.setenv("SHARDCACHE_DATA_DIR", str(mount))
+    monkeypatch.delenv("SHARDCACHE_AGENT_SOCKET", raising=False)
+    monkeypatch.setenv("SHARDCACHE_CACHE_DIR", str(tmp_path / "not-used"))
+    return mount
+
+
+def write_status(mount: Path, doc: dict[str, object]) -> None:
+    tmp = mount / ".shardcache" / ".tmp"
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, mount / ".shardcache" / "status.json")
+
+
+def wait(*args: str) -> int:
+    return main(["wait", URL, *args])
+
+
+def test_status_file_reached(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_status(data_dir, status_doc(state="downloading", local=60))
+    # the URL as the annotation may spell it: normalised like the agent's
+    assert main(["wait", "s3://bucket-a/imagenet", "--fraction", "0.6", "--timeout", "30"]) == 0
+    assert "60.0% local" in capsys.readouterr().err
+    assert wait("--fraction", "0.5", "--timeout", "30", "--output", "json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["reached"] is True and doc["fraction_local"] == 0.6
+    assert not (data_dir.parent / "not-used").exists()
+
+
+@pytest.mark.parametrize(
+    ("doc", "note"),
+    [
+        (status_doc(state="downloading", local=10), None),
+        (status_doc(url="s3://bucket-a/other/"), "describes 's3://bucket-a/other/'"),
+        (None, "no readable"),
+    ],
+)
+def test_status_file_timeout_starts_the_pod_anyway(
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    doc: dict[str, object] | None,
+    note: str | None,
+) -> None:
+    if doc is not None:
+        write_status(data_dir, doc)
+    assert wait("--fraction", "0.9", "--timeout", "0.3") == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "starting anyway" in err
+    if note:
+        assert note in err
+    assert wait("--fraction", "0.9", "--timeout", "0", "--output", "json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["reached"] is False and result["timed_out"] is True
+    assert not (data_dir.parent / "not-used").exists()
+
+
+def test_status_file_failed(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_status(data_dir, status_doc(state="failed", local=10))
+    assert wait("--fraction", "0.5", "--timeout", "30") == 1
+    assert "prefetch failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [["--fraction", "1.5"], ["--timeout", "-1"]])
+def test_usage_errors(data_dir: Path, bad: list[str]) -> None:
+    assert wait(*bad) == 2
+    assert main(["wait", "no scheme here"]) == 2
+
+
+def test_the_console_script_waits_for_the_file_to_appear(tmp_path: Path) -> None:
+    """The real `shardcache wait` process polls until the agent's file says enough."""
+    mount = tmp_path / "data"
+    mount.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "SHARDCACHE_AGENT_SOCKET"}
+    env.update(SHARDCACHE_DATA_DIR=str(mount), SHARDCACHE_CACHE_DIR=str(tmp_path / "not-used"))
+    proc = subprocess.Popen(
+        [str(CLI), "wait", URL, "--fraction", "1", "--timeout", "60", "--output", "json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        (mount / ".shardcache").mkdir()
+        write_status(mount, status_doc(state="downloading", local=50))
+        write_status(mount, status_doc())
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["reached"] is True
+    assert not (tmp_path / "not-used").exists()
+
+
+# ---- in-process mode: the cache dir on this machine ------------------------------------------
+
+
+@pytest.fixture
+def local_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.delenv("SHARDCACHE_DATA_DIR", raising=False)
+    monkeypatch.delenv("SHARDCACHE_AGENT_SOCKET", raising=False)
+    monkeypatch.setenv("SHARDCACHE_CACHE_DIR", str(tmp_path / "cache"))
+    store = tmp_path / "store" / "ds"
+    store.mkdir(parents=True)
+    for i in range(4):
+        (store / f"f{i}.bin").write_bytes(os.urandom(1000 + i))
+    return f"file://{store}/"
+
+
+def test_in_process_prefetch_then_reached(
+    local_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["wait", local_store, "--fraction", "1", "--timeout", "60", "--output", "json"]
+    assert main([*argv, "--prefetch"]) == 0
+    assert json.loads(capsys.readouterr().out)["reached"] is True
+    assert main(argv) == 0  # already local: no prefetch needed
+    assert json.loads(capsys.readouterr().out)["fraction_local"] == 1.0
+
+
+def test_in_process_unknown_dataset_times_out_with_exit_0(
+    local_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["wait", local_store, "--fraction", "0.5", "--timeout", "0.3"]) == 0
+    assert "starting anyway" in capsys.readouterr().err
