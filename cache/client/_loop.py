@@ -58,7 +58,8 @@ class LoopThread:
             future.cancel()
             raise UnavailableError(
                 f"{self._name}: no answer within {timeout_s:.0f} s; the object store or the "
-                "cache may be overloaded, try again later") from e
+                "cache may be overloaded, try again later"
+            ) from e
 
     def _ensure(self) -> asyncio.AbstractEventLoop:
         if self.forked:
@@ -66,8 +67,9 @@ class LoopThread:
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=self._loop.run_forever,
-                                                name=self._name, daemon=True)
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name=self._name, daemon=True
+                )
                 self._thread.start()
             return self._loop
 

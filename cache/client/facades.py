@@ -80,7 +80,14 @@ class InProcessEngine:
         async def call() -> T:
             if self._opening is None:  # checked and set on the loop thread: no race
                 self._opening = asyncio.ensure_future(_open_engine(self.config))
-            return await fn(await asyncio.shield(self._opening))
+            opening = self._opening
+            try:
+                engine = await asyncio.shield(opening)
+            except BaseException:
+                if self._opening is opening and opening.done():
+                    self._opening = None  # a failed open is tried again next time
+                raise
+            return await fn(engine)
 
         return self._loop.run(call, timeout_s)
 
@@ -148,14 +155,18 @@ class RemoteStore:
 
     def stat(self, url: str) -> ObjectInfo:
         parsed = parse_url(url)
-        return self._run(parsed, lambda b: self._retry(lambda: b.stat(parsed.path)),
-                         self.config.read_timeout_s * 2)
+        return self._run(
+            parsed,
+            lambda b: self._retry(lambda: b.stat(parsed.path)),
+            self.config.read_timeout_s * 2,
+        )
 
     def list_objects(self, url: str) -> list[ObjectInfo]:
         """Every object whose key starts with the path of `url`, taken literally."""
         parsed = parse_url(url)
-        return self._run(parsed, lambda b: self._retry(lambda: b.list_objects(parsed.path)),
-                         FETCH_TIMEOUT_S)
+        return self._run(
+            parsed, lambda b: self._retry(lambda: b.list_objects(parsed.path)), FETCH_TIMEOUT_S
+        )
 
     async def _retry(self, call: Callable[[], Awaitable[T]]) -> T:
         return await with_retries(call, self.config.retry)

@@ -40,7 +40,7 @@ def children(bucket: str, prefix: str, entries: Iterable[Entry]) -> list[dict[st
     for e in entries:
         if not e.key.startswith(prefix) or e.key == prefix:
             continue
-        rest = e.key[len(prefix):]
+        rest = e.key[len(prefix) :]
         head, sep, _ = rest.partition("/")
         if sep:
             dirs.add(prefix + head)
@@ -52,18 +52,20 @@ def children(bucket: str, prefix: str, entries: Iterable[Entry]) -> list[dict[st
 
 def under(prefix: str, entries: Iterable[Entry]) -> list[Entry]:
     """Every object below `prefix`, recursively, in key order."""
-    return sorted((e for e in entries if e.key.startswith(prefix) and e.key != prefix),
-                  key=lambda e: e.key)
+    return sorted(
+        (e for e in entries if e.key.startswith(prefix) and e.key != prefix), key=lambda e: e.key
+    )
 
 
-def find_infos(bucket: str, prefix: str, entries: Iterable[Entry],
-               withdirs: bool) -> dict[str, dict[str, Any]]:
+def find_infos(
+    bucket: str, prefix: str, entries: Iterable[Entry], withdirs: bool
+) -> dict[str, dict[str, Any]]:
     """What `find` answers: name -> info of each file (and each directory with `withdirs`)."""
     found = under(prefix, entries)
     out = {f"{bucket}/{e.key}": file_info(bucket, e) for e in found}
     if withdirs:
         for e in found:
-            parts = e.key[len(prefix):].split("/")[:-1]
+            parts = e.key[len(prefix) :].split("/")[:-1]
             for i in range(1, len(parts) + 1):
                 info = dir_info(bucket, prefix + "/".join(parts[:i]))
                 out.setdefault(str(info["name"]), info)
