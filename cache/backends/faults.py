@@ -55,6 +55,13 @@ class FaultPlan:
     flip_rate: float = 0.0
     #: keys matching this regular expression fail every read with UnavailableError
     always_fail: str | None = None
+    #: hold a read for `stall_s` before answering, as a connection that stops sending does
+    stall_rate: float = 0.0
+    stall_s: float = 3600.0
+    #: reads whose "KEY@START" matches `flaky` fail with UnavailableError the first
+    #: `flaky_reads` times: a deterministic transient fault of one part of one object
+    flaky: str | None = None
+    flaky_reads: int = 0
     seed: int = 0
 
 
@@ -66,7 +73,10 @@ class FaultyBackend:
         self.plan = plan
         self._rng = random.Random(plan.seed)
         self._always = re.compile(plan.always_fail) if plan.always_fail else None
-        self.injected = {"unavailable": 0, "truncated": 0, "flipped": 0, "always": 0}
+        self._flaky = re.compile(plan.flaky) if plan.flaky else None
+        self._flaky_seen: dict[str, int] = {}
+        self.injected = {"unavailable": 0, "truncated": 0, "flipped": 0, "always": 0,
+                         "stalled": 0, "flaky": 0}
 
     async def list_objects(self, prefix: str) -> list[ObjectInfo]:
         return await self.inner.list_objects(prefix)
@@ -78,6 +88,10 @@ class FaultyBackend:
         if self._always and self._always.search(info.key):
             self.injected["always"] += 1
             raise UnavailableError(f"{info.key}: injected persistent failure (503)")
+        self._maybe_flaky(info, start)
+        if self._rng.random() < self.plan.stall_rate:
+            self.injected["stalled"] += 1
+            await asyncio.sleep(self.plan.stall_s)
         if self._rng.random() < self.plan.unavailable_rate:
             self.injected["unavailable"] += 1
             raise UnavailableError(f"{info.key}: injected 503 SlowDown")
@@ -90,6 +104,16 @@ class FaultyBackend:
             pos = self._rng.randrange(len(data))
             return data[:pos] + bytes([data[pos] ^ 0xFF]) + data[pos + 1:]
         return data
+
+    def _maybe_flaky(self, info: ObjectInfo, start: int) -> None:
+        where = f"{info.key}@{start}"
+        if self._flaky is None or not self._flaky.search(where):
+            return
+        seen = self._flaky_seen.get(where, 0)
+        if seen < self.plan.flaky_reads:
+            self._flaky_seen[where] = seen + 1
+            self.injected["flaky"] += 1
+            raise UnavailableError(f"{where}: injected transient failure (503)")
 
     async def close(self) -> None:
         await self.inner.close()

@@ -26,12 +26,15 @@ async def _prefetch(engine: Engine, args: argparse.Namespace, out: Output) -> in
     url = str(parse_url(args.url).as_dataset())
     with out.progress(url) as update:
         report = await engine.prefetch(url, owner=args.owner, progress=update)
-    return report_prefetch(report, out)
+    return report_prefetch(report, out, engine.snapshot_counters())
 
 
-def report_prefetch(report: PrefetchReport, out: Output) -> int:
+def report_prefetch(report: PrefetchReport, out: Output,
+                    counters: dict[str, int] | None = None) -> int:
+    """Print a prefetch's outcome; `counters` (retries, integrity failures…) go in JSON."""
     if out.json_mode:
         out.json({
+            "counters": counters or {},
             "url": report.url, "local_dir": str(report.local_dir),
             "objects_total": report.objects_total, "bytes_total": report.bytes_total,
             "objects_downloaded": report.objects_downloaded,

@@ -9,16 +9,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
+import signal
+import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from .. import __version__
-from ..config import Config, parse_size
+from ..config import Config, RetryPolicy, parse_size
 from ..errors import CacheError, ConfigError, redact
 from .output import Output
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: 128 + SIGTERM, what a shell reports for a process killed by SIGTERM: callers (kubelet,
+#: systemd, scripts) already read it as "stopped on request", not "the work failed"
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+#: tuning knobs read from the environment by the CLI only (the agent has its own flags)
+_ENV_FLOATS = {"SHARDCACHE_READ_TIMEOUT_S": "read_timeout_s",
+               "SHARDCACHE_CONNECT_TIMEOUT_S": "connect_timeout_s"}
+
+
+class Terminated(Exception):
+    """The process received SIGTERM; the main task was cancelled and has cleaned up."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,9 +101,65 @@ def _size(text: str) -> int:
 
 def make_config(args: argparse.Namespace, env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ) if env is None else env
-    overrides = {"cache_dir": args.cache_dir, "max_bytes": args.max_bytes,
-                 "max_concurrency": getattr(args, "concurrency", None)}
+    overrides: dict[str, Any] = {"cache_dir": args.cache_dir, "max_bytes": args.max_bytes,
+                                 "max_concurrency": getattr(args, "concurrency", None)}
+    for name, attr in _ENV_FLOATS.items():
+        if env.get(name):
+            overrides[attr] = _positive(env, name)
+    if env.get("SHARDCACHE_RETRY_ATTEMPTS"):
+        overrides["retry"] = RetryPolicy(
+            max_attempts=max(1, int(_positive(env, "SHARDCACHE_RETRY_ATTEMPTS"))))
     return Config.from_env(env, **overrides)
+
+
+def _positive(env: dict[str, str], name: str) -> float:
+    try:
+        value = float(env[name])
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(f"{name}={env[name]!r} must be a positive number")
+    return value
+
+
+def run_cancellable(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on a fresh loop; SIGTERM cancels it, so every `finally` (staging files,
+    reservations, locks, backend connections) runs before the process exits."""
+
+    async def runner() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        terminated: list[bool] = []
+
+        def on_sigterm() -> None:
+            terminated.append(True)
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            if terminated:
+                raise Terminated() from None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(runner())
+
+
+def _run_wait(args: argparse.Namespace, agent: str | None, out: Output) -> int:
+    """The agent if named; else the status file in the mounted dataset (an init container
+    has nothing else: no socket, no cache dir); else the cache dir in-process."""
+    from . import wait
+
+    data_dir = os.environ.get("SHARDCACHE_DATA_DIR")
+    if agent:
+        return wait.wait_with_agent(args, agent, out)
+    if data_dir:
+        return wait.wait_on_status_file(args, data_dir, out)
+    return run_cancellable(wait.wait_in_process(args, make_config(args), out))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,27 +169,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "wait" and not 0.0 <= args.fraction <= 1.0:
             raise ConfigError(f"--fraction must be between 0 and 1, got {args.fraction}")
+        if args.command == "wait" and not args.timeout >= 0.0:
+            raise ConfigError(f"--timeout must be 0 or more seconds, got {args.timeout}")
         agent = args.agent or os.environ.get("SHARDCACHE_AGENT_SOCKET")
         if args.command == "demo":
             from .demo import run_demo
 
             return run_demo(args, make_config(args), out)
+        if args.command == "wait":
+            return _run_wait(args, agent, out)
         if agent:
             from .agent_commands import run_with_agent
 
             return int(run_with_agent(args, agent, out))
         from .commands import run_in_process
 
-        return asyncio.run(run_in_process(args, make_config(args), out))
+        return run_cancellable(run_in_process(args, make_config(args), out))
+    except Terminated:
+        out.error("terminated: downloads in flight were cancelled and their staging files "
+                  "removed; nothing partial was published. Run the command again to finish")
+        return EXIT_TERMINATED
     except ConfigError as e:
         out.error(redact(str(e)))
         return EXIT_USAGE
     except CacheError as e:
         out.error(redact(str(e)))
         return EXIT_FAILED
+    except sqlite3.Error as e:
+        out.error(redact(_sqlite_message(e)))
+        return EXIT_FAILED
+    except OSError as e:
+        out.error(redact(_os_message(e)))
+        return EXIT_FAILED
     except KeyboardInterrupt:
         out.error("interrupted; nothing partial was published")
         return 130
+
+
+def _os_message(e: OSError) -> str:
+    where = f" ({e.filename})" if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"the disk holding the cache is full{where}; files already complete were "
+                "kept. Free space, or set --max-bytes / SHARDCACHE_MAX_BYTES below what the "
+                "disk can hold, and run the command again")
+    return f"{e.strerror or e}{where}; check the cache directory and its permissions"
+
+
+def _sqlite_message(e: sqlite3.Error) -> str:
+    text = str(e)
+    if "full" in text:
+        return ("the disk holding the cache index is full; files already complete were kept. "
+                "Free space, or set --max-bytes / SHARDCACHE_MAX_BYTES below what the disk can "
+                "hold, and run the command again")
+    return (f"the cache index cannot be used ({text}); run `shardcache verify`, or remove the "
+            "cache directory to start afresh")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from ..keys import RESERVED_SEGMENT
 from ..store import files
 from ..store.index import Index
 from ..store.layout import Layout, open_dir
@@ -103,7 +104,15 @@ def _walk_files(layout: Layout) -> list[str]:
         for name in dirnames:  # os.walk lists symlinks to directories here, never entering them
             if os.path.islink(os.path.join(dirpath, name)):
                 found.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+        # the agent's status directories are ours, not strays (no key may use that name);
+        # only a real directory counts: a link or a file of that name is still removed
+        dirnames[:] = [d for d in dirnames if not _is_reserved_dir(dirpath, d)]
     return found
+
+
+def _is_reserved_dir(parent: str, name: str) -> bool:
+    path = os.path.join(parent, name)
+    return name == RESERVED_SEGMENT and not os.path.islink(path) and os.path.isdir(path)
 
 
 def _remove_stray(layout: Layout, rel: str) -> None:

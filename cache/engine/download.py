@@ -1,21 +1,39 @@
 """Fetching one object's bytes into a staging file: whole or in parallel ranged parts,
-with bounded retries, and the checks that decide whether the bytes may be published."""
+with bounded retries, and the checks that decide whether the bytes may be published.
+
+Retries happen at two levels, and neither repeats work that was verified:
+
+- per request: every GET (one whole object or one part) is retried on a transient failure
+  (503/throttling, reset mid-body, short body, timeout) with full-jitter backoff, at most
+  `RetryPolicy.max_attempts` times;
+- per object: when a part still fails after its own attempts, the parts that did arrive whole
+  stay in the staging file (their length was checked, and their version was pinned by the
+  precondition), and the next round fetches only the missing parts (`PartTracker`).
+
+A whole-object checksum mismatch (only possible for single-request objects: multipart S3
+uploads carry no whole-object MD5) restarts that one request; there is nothing smaller to keep.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..backends.base import Backend, ObjectInfo
 from ..config import Config, RetryPolicy
-from ..errors import IntegrityError, UnavailableError, VersionChangedError
+from ..errors import IntegrityError, OverCapacityError, UnavailableError, VersionChangedError
 from ..store import files
 from .locks import PrioritySemaphore
 
 T = TypeVar("T")
+
+#: errno values that mean "the disk is full", not "this download is broken"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def plan_parts(size: int, threshold: int, part_size: int) -> list[tuple[int, int]]:
@@ -34,6 +52,68 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, (UnavailableError, IntegrityError, TimeoutError))
 
 
+def worst_error(errors: list[BaseException]) -> BaseException:
+    """The error that decides what happens to the object when several parts failed: a changed
+    version (start over) beats a permanent error (give up) beats a transient one (retry)."""
+    for e in errors:
+        if isinstance(e, VersionChangedError):
+            return e
+    for e in errors:
+        if not is_retryable(e):
+            return e
+    return errors[0]
+
+
+class StalledError(UnavailableError):
+    """A request got no complete answer within `read_timeout_s`. A stalled store is rarely
+    cured by asking again at once, so a stall uses up the retry budget faster: one more
+    attempt, and no further object round. That bounds a dead-but-connected endpoint to about
+    two timeouts per request instead of hanging for many."""
+
+
+#: rounds per object after transient failures; each round already retried every part
+#: `max_attempts` times, so 3 rounds make an object survive 40% failing requests with a
+#: chance of about 1e-6 of giving up, while a dead endpoint still fails within seconds
+OBJECT_ROUNDS = 3
+
+
+def next_attempt(attempt: int, error: BaseException, policy: RetryPolicy) -> int:
+    """The attempt number after `attempt` failed with `error` (pure)."""
+    if isinstance(error, StalledError):
+        return max(attempt + 1, policy.max_attempts - 1)
+    return attempt + 1
+
+
+def object_round_decision(error: BaseException, round_no: int, max_attempts: int) -> bool:
+    """Whether an object whose round `round_no` failed with `error` gets another round (pure).
+
+    A changed version is handled by the caller (start over on the new version), a stall and a
+    permanent error end the object; bytes that did not add up get `max_attempts` rounds, as
+    the whole-object retry always did; other transient failures `OBJECT_ROUNDS`."""
+    if isinstance(error, (VersionChangedError, StalledError)):
+        return False
+    if isinstance(error, IntegrityError):
+        return round_no < max_attempts
+    if isinstance(error, UnavailableError):
+        return round_no < OBJECT_ROUNDS
+    return False
+
+
+@dataclass
+class PartTracker:
+    """Which parts of one object are already in its staging file, verified by length and
+    fetched under the object's version precondition."""
+
+    parts: list[tuple[int, int]]
+    done: set[int] = field(default_factory=set)
+
+    def missing(self) -> list[tuple[int, int]]:
+        return [p for p in self.parts if p[0] not in self.done]
+
+    def reset(self) -> None:
+        self.done.clear()
+
+
 async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy,
                        on_retry: Callable[[BaseException], None] | None = None) -> T:
     attempt = 1
@@ -46,7 +126,7 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy,
             if on_retry:
                 on_retry(e)
             await asyncio.sleep(policy.backoff_s(attempt, random.random()))
-            attempt += 1
+            attempt = next_attempt(attempt, e, policy)
 
 
 class Downloader:
@@ -56,28 +136,56 @@ class Downloader:
         self._config = config
         self._slots = slots
         self._io = io
-        #: bytes received from the store (for metrics and R6), retries seen
+        #: bytes received from the store (for metrics and R6), retries seen, and requests whose
+        #: bytes did not add up (short body, or a checksum the SDK checked did not match)
         self.bytes_read = 0
         self.retries = 0
+        self.integrity_failures = 0
+
+    def tracker(self, info: ObjectInfo) -> PartTracker:
+        cfg = self._config
+        return PartTracker(plan_parts(info.size, cfg.multipart_threshold_bytes,
+                                      cfg.part_size_bytes))
 
     async def fetch_into(self, backend: Backend, info: ObjectInfo, staging: files.Staging,
-                         priority: int) -> str:
-        """Write the object into `staging`; return the MD5 of what was written."""
-        cfg = self._config
-        parts = plan_parts(info.size, cfg.multipart_threshold_bytes, cfg.part_size_bytes)
-        loop = asyncio.get_running_loop()
-        if len(parts) == 1:
+                         priority: int, tracker: PartTracker | None = None) -> str:
+        """Write the missing parts of the object into `staging`; return the MD5 of the file.
+
+        Every part runs to success or to the end of its retries, so one failed part does not
+        throw away its siblings' bytes; the worst failure is raised after all have settled.
+        """
+        tracker = tracker or self.tracker(info)
+        if len(tracker.parts) == 1:
             data = await self._read(backend, info, 0, info.size, priority)
-            return await loop.run_in_executor(self._io, files.write_whole, staging.fd, data)
-        await asyncio.gather(*(self._part(backend, info, staging, s, e, priority)
-                               for s, e in parts))
-        return await loop.run_in_executor(self._io, files.md5_of_fd, staging.fd)
+            md5: str = await self._write(files.write_whole, staging, data)
+            tracker.done.add(0)
+            return md5
+        todo = tracker.missing()
+        results = await asyncio.gather(*(self._part(backend, info, staging, s, e, priority)
+                                         for s, e in todo), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        tracker.done.update(s for (s, _), r in zip(todo, results, strict=True)
+                            if not isinstance(r, BaseException))
+        if errors:
+            raise worst_error(errors)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._io, files.md5_of_fd, staging.fd)
 
     async def _part(self, backend: Backend, info: ObjectInfo, staging: files.Staging,
                     start: int, end: int, priority: int) -> None:
         data = await self._read(backend, info, start, end, priority)
-        await asyncio.get_running_loop().run_in_executor(
-            self._io, files.write_at, staging.fd, start, data)
+        await self._write(files.write_part, staging, start, data)
+
+    async def _write(self, fn: Callable[..., T], staging: files.Staging, *args: object) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._io, fn, staging, *args)
+        except OSError as e:
+            if e.errno in DISK_FULL:
+                raise OverCapacityError(
+                    f"the disk holding the cache is full ({e.strerror}); free space, or set "
+                    "--max-bytes / SHARDCACHE_MAX_BYTES below what the disk can hold") from e
+            raise
 
     async def _read(self, backend: Backend, info: ObjectInfo, start: int, end: int,
                     priority: int) -> bytes:
@@ -87,8 +195,8 @@ class Downloader:
                 data = await asyncio.wait_for(backend.read(info, start, end),
                                               self._config.read_timeout_s)
             except TimeoutError as e:
-                raise UnavailableError(
-                    f"{info.key}: no complete answer within {self._config.read_timeout_s:.0f} s "
+                raise StalledError(
+                    f"{info.key}: no complete answer within {self._config.read_timeout_s:g} s "
                     f"for bytes {start}-{end}; the store is slow or unreachable") from e
             finally:
                 self._slots.release()
@@ -99,12 +207,19 @@ class Downloader:
                     f"received {len(data)} (connection cut short?)")
             return data
 
+        async def counted() -> bytes:
+            try:
+                return await once()
+            except IntegrityError as e:
+                self.integrity_failures += not isinstance(e, VersionChangedError)
+                raise
+
         def count(_: BaseException) -> None:
             self.retries += 1
 
         if end == start:
             return b""
-        return await with_retries(once, self._config.retry, count)
+        return await with_retries(counted, self._config.retry, count)
 
 
 def check_integrity(info: ObjectInfo, md5: str, size: int) -> None:

@@ -236,7 +236,7 @@ class Engine:
         """Download into one staging file, in rounds that keep the parts already verified
         (see download.py), then publish; the staging file is discarded on any failure."""
         backend = await self.backend(url)
-        staging = await self._create_staging()
+        staging = self._create_staging()
         tracker = self.downloader.tracker(info)
         try:
             for round_no in itertools.count(1):
@@ -254,20 +254,11 @@ class Engine:
             raise
         await self._publish(url, info, segments, staging, fin, rid)
 
-    async def _create_staging(self) -> files.Staging:
-        """A new staging file; if we are cancelled while a worker thread creates it (SIGTERM
-        right at the start of a download), the file is removed as soon as it exists."""
-        fut = asyncio.get_running_loop().run_in_executor(self._io, files.create_staging,
-                                                         self.layout)
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            def drop(f: asyncio.Future[files.Staging]) -> None:
-                if not f.cancelled() and f.exception() is None:
-                    files.discard(self.layout, f.result())
-
-            fut.add_done_callback(drop)
-            raise
+    def _create_staging(self) -> files.Staging:
+        """A new staging file, created on the loop's thread on purpose: it is one open() and
+        one flock() in a local directory, and doing it in a worker thread opened a window in
+        which a cancelled download (SIGTERM) left a file behind that nobody would remove."""
+        return files.create_staging(self.layout)
 
     def _another_round(self, error: CacheError, round_no: int, tracker: PartTracker) -> bool:
         """Whether an object whose round failed with `error` is worth another round."""

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CacheError
+from ..keys import RESERVED_SEGMENT
 from ..store import files
+from ..store.layout import first_non_dir, open_dir
 from ..urls import StoreURL, parse_url
 from .adopt import scan_full
 from .engine import Engine
@@ -131,18 +133,39 @@ def _check_file(engine: Engine, url: StoreURL, key: str, size: int, md5: str | N
 
 
 def _dataset_strays(engine: Engine, ds: StoreURL, report: VerifyReport, repair: bool) -> None:
-    root = engine.layout.dataset_dir(ds)
+    """Files and links under the dataset's directory that the index does not know. Walked by
+    descriptor without following links, so a planted link is reported and removed, and what
+    it points to is never looked at."""
+    data = engine.layout.data_dir
+    segments = engine.layout.store_segments(ds) + [p for p in ds.prefix.split("/") if p]
+    bad = first_non_dir(data, segments)
+    if bad is not None:  # the dataset's directory (or one above it) is a link or a file
+        report.stray.append(str(data.joinpath(*segments[: bad + 1])))
+        if repair:
+            with open_dir(data, segments[:bad], create=False) as parent:
+                os.unlink(segments[bad], dir_fd=parent)
+        return
     known = {e.key for e in engine.index.entries(ds.store, ds.prefix)}
-    base = engine.layout.data_dir.joinpath(*engine.layout.store_segments(ds))
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        names = filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        for name in names:
-            full = os.path.join(dirpath, name)
-            key = os.path.relpath(full, base)
-            if key not in known:
-                report.stray.append(full)
-                if repair:
-                    os.unlink(full)
+    base = "/".join(segments[2:])
+    try:
+        with open_dir(data, segments, create=False) as top:
+            for rel, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top,
+                                                              follow_symlinks=False):
+                links = [d for d in dirnames if _is_link(dir_fd, d)]
+                # the agent's status directory is not a stray (no key may use the name)
+                dirnames[:] = [d for d in dirnames if d != RESERVED_SEGMENT or d in links]
+                for name in filenames + links:
+                    key = os.path.normpath(os.path.join(base, rel, name))
+                    if key not in known:
+                        report.stray.append(str(data.joinpath(*segments[:2], key)))
+                        if repair:
+                            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+
+
+def _is_link(dir_fd: int, name: str) -> bool:
+    return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
 
 
 def evict(engine: Engine, url: str, *, force: bool = False) -> tuple[int, int]:

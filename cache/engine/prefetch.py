@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable
 
 from .. import keys as keymap
 from ..backends.base import Backend, ObjectInfo
-from ..errors import CacheError, VersionChangedError
+from ..errors import CacheStateError, OverCapacityError
 from ..store.layout import open_dir
 from ..urls import StoreURL
 from .download import with_retries
@@ -50,16 +51,36 @@ async def run_prefetch(engine: Engine, ds: StoreURL, owner: str | None,
     not_cached: list[str] = []
     downloaded = [0, 0]
     if download and todo:
-        await _download_all(engine, backend, ds, todo, failed, not_cached, downloaded, progress)
-    errors = [{"key": f.key, "kind": f.kind, "message": f.message} for f in failed]
-    errors += [{"key": r.key, "kind": "unsafe_key", "message": r.reason} for r in refused]
+        try:
+            await _download_all(engine, backend, ds, todo, failed, not_cached, downloaded,
+                                progress)
+        except asyncio.CancelledError:
+            # SIGTERM or an abandoned request: say so in status instead of "downloading"
+            await asyncio.shield(engine.db(engine.index.set_dataset_state, url, "interrupted",
+                                           _errors(failed, refused)))
+            raise
     final = _final_state(failed, not_cached, refused, download, todo)
-    await engine.db(engine.index.set_dataset_state, url, final, errors[:1000])
+    try:
+        await engine.db(engine.index.set_dataset_state, url, final, _errors(failed, refused))
+    except sqlite3.OperationalError as e:
+        if "full" not in str(e):
+            raise
+        # the disk is full: the files that were published stand, and the report below is
+        # still the truth; only the dataset's stored state could not be updated
+        failed.append(Failure(url, "over_capacity", "the disk holding the cache is full; "
+                              "the dataset's state in the index could not be updated"))
     return PrefetchReport(
         url=url, local_dir=engine.layout.dataset_dir(ds), objects_total=len(objects),
         bytes_total=sum(o.size for o in objects), objects_downloaded=downloaded[0],
         bytes_downloaded=downloaded[1], objects_already_local=len(local), refused=refused,
         failed=failed, not_cached=not_cached, seconds=time.monotonic() - started)
+
+
+def _errors(failed: list[Failure], refused: list[keymap.KeyRefusal]) -> list[dict[str, str]]:
+    """What status shows about a dataset's last run: failed keys first, then refused ones."""
+    errors = [{"key": f.key, "kind": f.kind, "message": f.message} for f in failed]
+    errors += [{"key": r.key, "kind": "unsafe_key", "message": r.reason} for r in refused]
+    return errors[:1000]
 
 
 def _final_state(failed: list[Failure], not_cached: list[str],
@@ -74,8 +95,15 @@ def _final_state(failed: list[Failure], not_cached: list[str],
 
 def _make_dataset_dir(engine: Engine, ds: StoreURL) -> None:
     segments = engine.layout.store_segments(ds) + [p for p in ds.prefix.split("/") if p]
-    with open_dir(engine.layout.data_dir, segments, create=True):
-        pass
+    try:
+        with open_dir(engine.layout.data_dir, segments, create=True):
+            pass
+    except OSError as e:
+        # never followed, never replaced behind the operator's back: refuse and say how to fix
+        raise CacheStateError(
+            f"cannot use {engine.layout.dataset_dir(ds)} as the directory of {ds}: "
+            f"{e.strerror}; a symbolic link or a file is in the way. Run `shardcache verify` "
+            "(it removes links and files that are not the cache's), then prefetch again") from e
 
 
 def _record_listing(engine: Engine, ds: StoreURL, objects: list[ObjectInfo],
@@ -129,17 +157,17 @@ async def _one(engine: Engine, backend: Backend, ds: StoreURL, info: ObjectInfo,
                not_cached: list[str]) -> str:
     """"downloaded", "local" (someone else did), "failed" or "not_cached" (over budget)."""
     target = ds.child(info.key)
+
+    async def new_version(new: ObjectInfo) -> None:
+        await engine.db(_update_manifest_row, engine, str(ds), new)
+
     try:
-        try:
-            result = await engine.ensure(target, info, priority=PRIORITY_PREFETCH,
-                                         protect=protect)
-        except VersionChangedError:
-            # The object was replaced while we downloaded it: start over on the new version.
-            info = await with_retries(lambda: backend.stat(info.key), engine.config.retry)
-            await engine.db(_update_manifest_row, engine, str(ds), info)
-            result = await engine.ensure(target, info, priority=PRIORITY_PREFETCH,
-                                         protect=protect)
-    except (CacheError, OSError) as e:
+        result = await engine.ensure_current(target, info, PRIORITY_PREFETCH, protect,
+                                             new_version)
+    except Exception as e:  # one object's failure must not stop the others
+        engine.counters["objects_failed"] += 1
+        if isinstance(e, OverCapacityError):
+            engine.counters["disk_full"] += 1
         failed.append(failure_of(info.key, e))
         return "failed"
     if result.path is None:

@@ -11,8 +11,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .layout import Layout, open_dir
@@ -22,8 +23,13 @@ _CHUNK = 1024 * 1024
 
 @dataclass
 class Staging:
+    """An open staging file. `lock` orders writes against `close`: a write still running in a
+    worker thread when its download is cancelled must never land on a descriptor number that
+    `close` has freed and the process has reused for another file."""
+
     fd: int
     name: str
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,17 @@ def write_at(fd: int, offset: int, data: bytes | memoryview) -> None:
         offset += n
 
 
-def write_whole(fd: int, data: bytes) -> str:
+def write_part(staging: Staging, offset: int, data: bytes | memoryview) -> None:
+    """Write into a staging file unless it was closed meanwhile (its download was cancelled)."""
+    with staging.lock:
+        if staging.fd < 0:
+            raise FileNotFoundError(f"staging file {staging.name} was discarded")
+        write_at(staging.fd, offset, data)
+
+
+def write_whole(staging: Staging, data: bytes) -> str:
     """Write a whole small object and return its MD5 (hashed from memory, no read-back)."""
-    write_at(fd, 0, data)
+    write_part(staging, 0, data)
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
@@ -81,9 +95,10 @@ def discard(layout: Layout, staging: Staging) -> None:
 
 
 def close(staging: Staging) -> None:
-    if staging.fd >= 0:
-        os.close(staging.fd)
-        staging.fd = -1
+    with staging.lock:
+        if staging.fd >= 0:
+            os.close(staging.fd)
+            staging.fd = -1
 
 
 def publish(layout: Layout, staging: Staging, segments: list[str], key: str, fsync: bool) -> None:

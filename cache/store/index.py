@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import ObjectInfo
+from ..errors import CacheStateError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects(
@@ -110,9 +111,18 @@ class Index:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE where it matters)
         self._db = sqlite3.connect(path, timeout=60.0, isolation_level=None,
                                    check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            if "full" in str(e):
+                raise
+            # a damaged index cannot be checked, so nothing it says may be trusted
+            raise CacheStateError(
+                f"the cache index {path} is damaged ({e}); remove the cache directory "
+                f"{path.parent} to start afresh") from e
 
     def close(self) -> None:
         self._db.close()

@@ -59,14 +59,21 @@ class Layout:
         for sub in (self.data_dir, self.staging_dir):
             _refuse_symlink(sub)
             sub.mkdir(exist_ok=True, mode=0o755)
+        for path in (self.format_path, self.index_path, self.lock_path):
+            _refuse_symlink(path)
         self._check_format()
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         os.close(fd)
 
     def _check_format(self) -> None:
         try:
-            found = json.loads(self.format_path.read_text())["format"]
+            found = json.loads(_read_nofollow(self.format_path))["format"]
         except FileNotFoundError:
+            if self.index_path.exists():
+                # an index without FORMAT was written by something we cannot identify
+                raise CacheStateError(
+                    f"{self.root} has an index but no FORMAT file, so its on-disk format is "
+                    "unknown; remove the cache directory to start afresh") from None
             tmp = self.root / ".FORMAT.tmp"
             tmp.write_text(json.dumps({"format": FORMAT_VERSION}) + "\n")
             os.replace(tmp, self.format_path)
@@ -81,6 +88,12 @@ class Layout:
                 f"the cache at {self.root} has on-disk format {found}, this shardcache "
                 f"understands {FORMAT_VERSION}; remove the directory or use a matching version"
             )
+
+
+def _read_nofollow(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, encoding="utf-8") as f:
+        return f.read(4096)
 
 
 def _refuse_symlink(path: Path) -> None:
@@ -110,6 +123,20 @@ def open_dir(root: Path, segments: list[str], *, create: bool) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def first_non_dir(root: Path, segments: list[str]) -> int | None:
+    """How many of SEGMENTS are plain directories before the first that is not (a symlink,
+    a file), or None when all are directories or the path stops existing first."""
+    for i in range(len(segments)):
+        try:
+            with open_dir(root, segments[: i + 1], create=False):
+                pass
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return i
+    return None
 
 
 def is_symlink_error(e: OSError) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ...errors import (
     AccessDeniedError,
     CacheError,
+    IntegrityError,
     NotFoundError,
     UnavailableError,
     VersionChangedError,
@@ -79,6 +80,8 @@ _BY_TYPE: dict[str, type[CacheError]] = {
     ),
     **dict.fromkeys(["ResourceNotFoundError", "FileNotFoundError"], NotFoundError),
     "ResourceModifiedError": VersionChangedError,
+    # botocore validates the CRC the store sends with a response: a damaged body
+    "FlexibleChecksumError": IntegrityError,
     **dict.fromkeys(
         [
             "TimeoutError",
@@ -179,6 +182,11 @@ def _message(leaf: type[CacheError], where: str, scheme: str, detail: str) -> st
         return (
             f"{where} changed while it was read ({detail}); "
             "list the dataset again to fetch the new version"
+        )
+    if leaf is IntegrityError:
+        return (
+            f"{where}: the bytes received do not match the checksum the store sent ({detail}); "
+            "they were damaged in transit and were not kept"
         )
     if leaf is UnavailableError:
         return (
