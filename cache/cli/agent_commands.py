@@ -16,7 +16,6 @@ from typing import Any
 from ..client.agent_client import AgentClient
 from ..config import format_size
 from ..engine import Progress
-from ..errors import NotFoundError
 from ..urls import parse_url
 from .output import Output
 
@@ -104,25 +103,6 @@ def _status(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def _wait(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
-    url = str(parse_url(args.url).as_dataset())
-    deadline = time.monotonic() + args.timeout
-    fraction = 0.0
-    while True:
-        try:
-            fraction = float(client.status(url)["fraction_local"])
-        except NotFoundError:
-            fraction = 0.0  # not registered yet: the pod watcher may not have seen the pod
-        if fraction >= args.fraction:
-            out.info(f"{url}: {100 * fraction:.1f}% local")
-            return EXIT_OK
-        if time.monotonic() > deadline:
-            out.error(f"{url}: {100 * fraction:.1f}% local after {args.timeout:.0f} s, "
-                      f"wanted {100 * args.fraction:.1f}%")
-            return EXIT_FAILED
-        time.sleep(POLL_S)
-
-
 def _verify(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
     report = _request(client, "POST", "/v1/verify", {"url": args.url})
     if out.json_mode:
@@ -150,5 +130,5 @@ def _evict(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-_HANDLERS = {"prefetch": _prefetch, "path": _path, "status": _status, "wait": _wait,
+_HANDLERS = {"prefetch": _prefetch, "path": _path, "status": _status,
              "verify": _verify, "evict": _evict}

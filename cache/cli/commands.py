@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
-import time
 
 from ..config import Config, format_size
 from ..engine import Engine, PrefetchReport
@@ -124,30 +122,5 @@ async def _evict(engine: Engine, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-async def _wait(engine: Engine, args: argparse.Namespace, out: Output) -> int:
-    url = str(parse_url(args.url).as_dataset())
-    deadline = time.monotonic() + args.timeout
-    task = asyncio.create_task(engine.prefetch(url)) if args.prefetch else None
-    try:
-        while True:
-            rows = await engine.db(m.statuses, engine, url)
-            fraction = rows[0].fraction_local if rows else 0.0
-            if rows and fraction >= args.fraction:
-                out.info(f"{url}: {100 * fraction:.1f}% local")
-                return EXIT_OK
-            if task is not None and task.done():
-                task.result()
-                task = None
-                continue
-            if time.monotonic() > deadline:
-                out.error(f"{url}: {100 * fraction:.1f}% local after {args.timeout:.0f} s, "
-                          f"wanted {100 * args.fraction:.1f}%")
-                return EXIT_FAILED
-            await asyncio.sleep(0.5)
-    finally:
-        if task is not None and not task.done():
-            task.cancel()
-
-
 _HANDLERS = {"prefetch": _prefetch, "path": _path, "status": _status, "verify": _verify,
-             "evict": _evict, "wait": _wait}
+             "evict": _evict}

@@ -28,9 +28,8 @@ from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
-from .proxy_rules import (  # noqa: F401 - re-exported: the public names live here too
+from .proxy_rules import (
     _HEAD_END,
-    _HOP_BY_HOP,
     BadMessageError,
     Bucket,
     Fault,
@@ -39,7 +38,6 @@ from .proxy_rules import (  # noqa: F401 - re-exported: the public names live he
     Framing,
     ProxyConfig,
     ProxyStats,
-    _content_length,
     choose_fault,
     client_response_head,
     fault_offset,
@@ -52,6 +50,12 @@ from .proxy_rules import (  # noqa: F401 - re-exported: the public names live he
     wants_keep_alive,
 )
 
+__all__ = [
+    "BadMessageError", "CloudProxy", "Fault", "FaultConfig", "FaultRule", "ProxyConfig",
+    "ProxyStats", "choose_fault", "client_response_head", "fault_offset", "parse_head",
+    "parse_upstream", "request_framing", "response_framing", "slowdown_response",
+    "take_tokens", "wants_keep_alive",
+]
 _T = TypeVar("_T")
 
 

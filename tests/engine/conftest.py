@@ -1,8 +1,6 @@
 import pytest
-
 from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config, RetryPolicy
-from shardcache.engine import Engine
 
 
 @pytest.fixture

@@ -5,10 +5,9 @@ import os
 import stat
 
 import pytest
-
 from shardcache.backends.faults import ThrottledBackend
 from shardcache.engine import maintenance
-
+from shardcache.urls import parse_url
 from support import open_engine, run, tree
 
 URL = "memory://bkt/ds/"
@@ -268,7 +267,7 @@ def test_symlink_planted_in_the_tree_is_not_written_through(store, config, tmp_p
 
     async def go():
         async with open_engine(config, store) as engine:
-            ds_dir = engine.layout.dataset_dir(__import__("shardcache.urls").urls.parse_url(URL))
+            ds_dir = engine.layout.dataset_dir(parse_url(URL))
             ds_dir.mkdir(parents=True)
             (ds_dir / "sub").symlink_to(outside)
             return await engine.prefetch(URL)

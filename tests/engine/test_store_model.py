@@ -15,11 +15,10 @@ from pathlib import Path
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
 from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config, RetryPolicy
-from shardcache.engine import Engine
-from shardcache.engine import maintenance
+from shardcache.engine import Engine, maintenance
+from shardcache.urls import parse_url
 
 KEYS = ["a", "b/c", "b/d", "e/f/g", "ünï code", "sp ace/x"]
 URL = "memory://bkt/ds/"
@@ -90,7 +89,7 @@ class CacheMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def damage(self, data):
         key = data.draw(st.sampled_from(sorted(self.model)))
-        path = self.engine.layout.dataset_dir(__import__("shardcache.urls").urls.parse_url(URL)) / key
+        path = self.engine.layout.dataset_dir(parse_url(URL)) / key
         os.chmod(path, 0o644)
         with open(path, "r+b") as f:
             f.truncate(max(0, len(self.model[key]) - 1) if self.model[key] else 0)
@@ -102,7 +101,7 @@ class CacheMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.prefetched)
     @invariant()
     def mirror_equals_model(self):
-        root = self.engine.layout.dataset_dir(__import__("shardcache.urls").urls.parse_url(URL))
+        root = self.engine.layout.dataset_dir(parse_url(URL))
         found = {}
         if root.exists():
             for dirpath, _, names in os.walk(root):

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from shardcache.testing.proxy import CloudProxy, ProxyConfig
 from support import tree
 

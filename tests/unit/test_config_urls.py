@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from shardcache.config import Config, RetryPolicy, parse_size
 from shardcache.errors import ConfigError, redact
 from shardcache.urls import parse_url, require_cloud

@@ -3,7 +3,6 @@ import posixpath
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from shardcache import keys
 
 
