@@ -14,10 +14,12 @@ reads on a bind mount), so `path="directory"` is declared but stays at zero; the
 
 from __future__ import annotations
 
-import bisect
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from ..prometheus import Family, Histogram, parse, render
+
+__all__ = ["AgentCounters", "Family", "Snapshot", "families", "parse", "render"]
 
 #: per-object download time: 20 ms (a small object's first byte) up to minutes (a multi-GiB
 #: object at one connection's speed)
@@ -38,45 +40,6 @@ DURATION_BUCKETS_S = (
     300.0,
 )
 
-Labels = Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    kind: str  # counter | gauge | histogram
-    help: str
-    samples: tuple[tuple[str, Labels, float], ...]  # (suffix, labels, value)
-
-
-@dataclass
-class Histogram:
-    buckets: tuple[float, ...] = DURATION_BUCKETS_S
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
-
-    def __post_init__(self) -> None:
-        self.counts = [0] * len(self.buckets)
-
-    def observe(self, value: float) -> None:
-        i = bisect.bisect_left(self.buckets, value)
-        if i < len(self.counts):
-            self.counts[i] += 1
-        self.total += value
-        self.count += 1
-
-    def samples(self) -> tuple[tuple[str, Labels, float], ...]:
-        out: list[tuple[str, Labels, float]] = []
-        cumulative = 0
-        for bound, n in zip(self.buckets, self.counts, strict=True):
-            cumulative += n
-            out.append(("_bucket", {"le": f"{bound:g}"}, cumulative))
-        out.append(("_bucket", {"le": "+Inf"}, self.count))
-        out.append(("_sum", {}, self.total))
-        out.append(("_count", {}, self.count))
-        return tuple(out)
-
 
 @dataclass
 class AgentCounters:
@@ -85,7 +48,7 @@ class AgentCounters:
     hits: dict[str, int] = field(default_factory=lambda: {"directory": 0, "client": 0})
     misses: dict[str, int] = field(default_factory=lambda: {"directory": 0, "client": 0})
     errors: dict[str, int] = field(default_factory=dict)
-    durations: Histogram = field(default_factory=Histogram)
+    durations: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS_S))
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -181,45 +144,3 @@ def families(c: AgentCounters, s: Snapshot) -> list[Family]:
         per_dataset("shardcache_dataset_bytes_total", "Bytes in the dataset's listing.", 3),
         one("shardcache_agent_ready", "gauge", "1 once the cache is adopted.", int(s.ready)),
     ]
-
-
-def render(fams: Sequence[Family]) -> str:
-    lines: list[str] = []
-    for f in fams:
-        lines.append(f"# HELP {f.name} {f.help}")
-        lines.append(f"# TYPE {f.name} {f.kind}")
-        lines.extend(
-            f"{f.name}{suffix}{_labels(labels)} {_value(v)}" for suffix, labels, v in f.samples
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    return "{" + inner + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _value(v: float) -> str:
-    if isinstance(v, int) or (math.isfinite(v) and v == int(v) and abs(v) < 2**53):
-        return str(int(v))
-    return f"{v:.9g}"
-
-
-def parse(text: str) -> dict[str, float]:
-    """`name{labels}` -> value of an exposition; for tests and the CLI, not a full parser."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def select(values: Mapping[str, float], prefix: str) -> Iterable[tuple[str, float]]:
-    return ((k, v) for k, v in values.items() if k.startswith(prefix))
