@@ -1,0 +1,1 @@
+"""shardcache's benchmark suite: `python -m benchmarks.run [--quick]` (see README.md)."""
