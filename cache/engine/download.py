@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import random
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -114,6 +116,48 @@ class PartTracker:
         self.done.clear()
 
 
+class OrderedMD5:
+    """MD5 of an object whose parts arrive out of order, hashed as they arrive.
+
+    Parts are fed in offset order as soon as the next one is there; the ones that arrive early
+    wait in memory, at most `max_buffered_bytes` of them, past which the hasher gives up and
+    the file is read back once at the end (what every download did before: one more pass over
+    the file, which on a small machine costs a visible share of a large-object prefetch).
+    Fed from worker threads, so the state sits behind a lock.
+    """
+
+    def __init__(self, parts: list[tuple[int, int]], max_buffered_bytes: int) -> None:
+        self._starts = [s for s, _ in parts]
+        self._next = 0
+        self._waiting: dict[int, bytes] = {}
+        self._buffered = 0
+        self._max = max_buffered_bytes
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._lock = threading.Lock()
+        self.gave_up = False
+
+    def feed(self, start: int, data: bytes) -> None:
+        with self._lock:
+            if self.gave_up:
+                return
+            self._waiting[start] = data
+            self._buffered += len(data)
+            while self._next < len(self._starts) and self._starts[self._next] in self._waiting:
+                chunk = self._waiting.pop(self._starts[self._next])
+                self._buffered -= len(chunk)
+                self._md5.update(chunk)
+                self._next += 1
+            if self._buffered > self._max:
+                self.gave_up = True
+                self._waiting.clear()
+
+    def hexdigest(self) -> str | None:
+        """The MD5 when every part was fed in this pass, else None (read the file back)."""
+        with self._lock:
+            done = not self.gave_up and self._next == len(self._starts)
+            return self._md5.hexdigest() if done else None
+
+
 async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy,
                        on_retry: Callable[[BaseException], None] | None = None) -> T:
     attempt = 1
@@ -148,33 +192,41 @@ class Downloader:
                                       cfg.part_size_bytes))
 
     async def fetch_into(self, backend: Backend, info: ObjectInfo, staging: files.Staging,
-                         priority: int, tracker: PartTracker | None = None) -> str:
-        """Write the missing parts of the object into `staging`; return the MD5 of the file.
+                         priority: int, tracker: PartTracker | None = None) -> files.Finished:
+        """Write the missing parts of the object into `staging` and finish the file (fsync,
+        read-only); return its identity and MD5.
 
         Every part runs to success or to the end of its retries, so one failed part does not
         throw away its siblings' bytes; the worst failure is raised after all have settled.
         """
         tracker = tracker or self.tracker(info)
+        fsync = self._config.fsync
         if len(tracker.parts) == 1:
             data = await self._read(backend, info, 0, info.size, priority)
-            md5: str = await self._write(files.write_whole, staging, data)
+            fin: files.Finished = await self._write(files.write_whole, staging, data, fsync)
             tracker.done.add(0)
-            return md5
+            return fin
         todo = tracker.missing()
-        results = await asyncio.gather(*(self._part(backend, info, staging, s, e, priority)
-                                         for s, e in todo), return_exceptions=True)
+        # Hash on the way only when this pass fetches every part; after a failed round the
+        # kept parts are on disk only, and the file is read back instead.
+        hasher = (OrderedMD5(tracker.parts, 4 * self._config.part_size_bytes)
+                  if len(todo) == len(tracker.parts) else None)
+        results = await asyncio.gather(*(self._part(backend, info, staging, s, e, priority,
+                                                    hasher) for s, e in todo),
+                                       return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         tracker.done.update(s for (s, _), r in zip(todo, results, strict=True)
                             if not isinstance(r, BaseException))
         if errors:
             raise worst_error(errors)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._io, files.md5_of_fd, staging.fd)
+        md5 = hasher.hexdigest() if hasher else None
+        done: files.Finished = await self._write(files.finish, staging, md5, fsync)
+        return done
 
     async def _part(self, backend: Backend, info: ObjectInfo, staging: files.Staging,
-                    start: int, end: int, priority: int) -> None:
+                    start: int, end: int, priority: int, hasher: OrderedMD5 | None) -> None:
         data = await self._read(backend, info, start, end, priority)
-        await self._write(files.write_part, staging, start, data)
+        await self._write(_write_and_hash, staging, start, data, hasher)
 
     async def _write(self, fn: Callable[..., T], staging: files.Staging, *args: object) -> T:
         try:
@@ -222,11 +274,18 @@ class Downloader:
         return await with_retries(counted, self._config.retry, count)
 
 
+def _write_and_hash(staging: files.Staging, start: int, data: bytes,
+                    hasher: OrderedMD5 | None) -> None:
+    files.write_part(staging, start, data)
+    if hasher is not None:
+        hasher.feed(start, data)
+
+
 def check_integrity(info: ObjectInfo, md5: str, size: int) -> None:
     """Raise IntegrityError unless the written file matches what the store promised."""
     if size != info.size:
         raise IntegrityError(f"{info.key}: expected {info.size} bytes, wrote {size}")
     if info.checksum and info.checksum.algorithm == "md5" and info.checksum.value != md5:
         raise IntegrityError(
-            f"{info.key}: MD5 {md5} does not match the store's {info.checksum.value}; "
+            f"{info.key}: MD5 checksum {md5} does not match the store's {info.checksum.value}; "
             "the bytes were damaged in transit")

@@ -146,7 +146,8 @@ class Engine:
         if self._index is not None:
             await self.db(self._index.close)
             self._index = None
-        self._io.shutdown(wait=True, cancel_futures=True)
+        # Queued work is cleanup (discarding staging files) or a few file steps: let it run.
+        self._io.shutdown(wait=True)
         self._db_thread.shutdown(wait=True)
 
     @property
@@ -207,22 +208,29 @@ class Engine:
                              protect: tuple[tuple[str, str], ...]) -> FetchResult:
         segments = self.layout.store_segments(url)
         path = files.path_of(self.layout, segments, info.key)
-        if await self.db(self._is_local, url.store, segments, info):
-            return FetchResult(info.key, path, downloaded=False, size=info.size)
+        # The lock comes first (one open and one fcntl, no thread hop); then one trip to the
+        # index thread both checks for a published copy and reserves room for a download.
         lock = ObjectLock(self.layout.lock_path, url.store, info.key)
         await lock.acquire(timeout_s=self.config.read_timeout_s * 4)
         try:
-            if await self.db(self._is_local, url.store, segments, info):
-                return FetchResult(info.key, path, downloaded=False, size=info.size)
             rid = uuid.uuid4().hex
             started = time.monotonic()
-            if not await self.db(self._reserve, rid, info.size, url.store, protect):
+            try:
+                state = await self.db(self._check_and_reserve, rid, segments, url.store, info,
+                                      protect)
+            except BaseException:  # cancelled while the thread may have reserved
+                await asyncio.shield(self.db(self._drop_reservation, rid))
+                raise
+            if state == "local":
+                return FetchResult(info.key, path, downloaded=False, size=info.size)
+            if state == "over_capacity":
                 self.counters["read_through"] += 1
                 return FetchResult(info.key, None, downloaded=False, reason="over_capacity")
             try:
                 await self._download_and_publish(url, info, segments, rid, priority)
-            finally:
-                await self.db(self._drop_reservation, rid)
+            except BaseException:
+                await asyncio.shield(self.db(self._drop_reservation, rid))
+                raise
         finally:
             lock.release()
         self.counters["objects_downloaded"] += 1
@@ -241,10 +249,9 @@ class Engine:
         try:
             for round_no in itertools.count(1):
                 try:
-                    md5 = await self.downloader.fetch_into(backend, info, staging, priority,
+                    fin = await self.downloader.fetch_into(backend, info, staging, priority,
                                                            tracker)
-                    fin = await self.io(files.finish, staging, md5, self.config.fsync)
-                    check_integrity(info, md5, fin.size)
+                    check_integrity(info, fin.md5, fin.size)
                     break
                 except CacheError as e:
                     if not self._another_round(e, round_no, tracker):
@@ -274,12 +281,16 @@ class Engine:
 
     async def _publish(self, url: StoreURL, info: ObjectInfo, segments: list[str],
                        staging: files.Staging, fin: files.Finished, rid: str) -> None:
-        await self.db(self._record_pending, url.store, info, fin, rid)
         try:
+            # Both steps inside the `try`: a cancellation while either runs in its thread must
+            # still discard the staging file and the row this download wrote (and only that
+            # row: it is matched by inode, so an older published version keeps its entry).
+            await self.db(self._record_pending, url.store, info, fin, rid)
             await self.io(files.publish, self.layout, staging, segments, info.key,
                           self.config.fsync)
         except BaseException as e:
-            await asyncio.shield(self.db(self.index.remove, url.store, info.key))
+            await asyncio.shield(self.db(self.index.remove_if_inode, url.store, info.key,
+                                         fin.ino))
             await asyncio.shield(self.io(files.discard, self.layout, staging))
             if isinstance(e, OSError):
                 raise CacheError(
@@ -314,6 +325,13 @@ class Engine:
         except BaseException:
             idx.rollback()
             raise
+
+    def _check_and_reserve(self, rid: str, segments: list[str], store: str, info: ObjectInfo,
+                           protect: tuple[tuple[str, str], ...]) -> str:
+        """"local" when a valid copy is published, else "reserved" or "over_capacity"."""
+        if self._is_local(store, segments, info):
+            return "local"
+        return "reserved" if self._reserve(rid, info.size, store, protect) else "over_capacity"
 
     def _drop_reservation(self, rid: str) -> None:
         try:

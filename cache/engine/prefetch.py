@@ -149,7 +149,12 @@ async def _download_all(engine: Engine, backend: Backend, ds: StoreURL,
                 progress(engine.live[url])
 
     n = min(engine.config.max_concurrency, len(todo))
-    await asyncio.gather(*(worker() for _ in range(n)))
+    # A TaskGroup, not gather: when the prefetch is cancelled, gather returns as soon as the
+    # first worker ends cancelled, while its siblings are still cleaning up (discarding their
+    # staging files); the group waits for every one of them.
+    async with asyncio.TaskGroup() as group:
+        for _ in range(n):
+            group.create_task(worker())
 
 
 async def _one(engine: Engine, backend: Backend, ds: StoreURL, info: ObjectInfo,

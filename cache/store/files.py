@@ -64,10 +64,11 @@ def write_part(staging: Staging, offset: int, data: bytes | memoryview) -> None:
         write_at(staging.fd, offset, data)
 
 
-def write_whole(staging: Staging, data: bytes) -> str:
-    """Write a whole small object and return its MD5 (hashed from memory, no read-back)."""
+def write_whole(staging: Staging, data: bytes, fsync: bool) -> Finished:
+    """Write a whole small object and finish it, in one trip to a worker thread; its MD5 is
+    hashed from memory (no read-back)."""
     write_part(staging, 0, data)
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return finish(staging, hashlib.md5(data, usedforsecurity=False).hexdigest(), fsync)
 
 
 def md5_of_fd(fd: int) -> str:
@@ -79,8 +80,11 @@ def md5_of_fd(fd: int) -> str:
     return digest.hexdigest()
 
 
-def finish(staging: Staging, md5: str, fsync: bool) -> Finished:
-    """Make the staging file durable and read-only; return its identity for the index."""
+def finish(staging: Staging, md5: str | None, fsync: bool) -> Finished:
+    """Make the staging file durable and read-only; return its identity for the index.
+    Without `md5` (parts arrived too far out of order to hash on the way), it is read back."""
+    if md5 is None:
+        md5 = md5_of_fd(staging.fd)
     os.fchmod(staging.fd, 0o444)
     if fsync:
         os.fsync(staging.fd)

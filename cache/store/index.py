@@ -170,6 +170,12 @@ class Index:
         self._remove_row(store, key)
         return entry
 
+    def remove_if_inode(self, store: str, key: str, ino: int) -> None:
+        """Drop the row of `key` only if it describes the file with inode `ino`."""
+        entry = self.get(store, key)
+        if entry is not None and entry.ino == ino:
+            self._remove_row(store, key)
+
     def _remove_row(self, store: str, key: str) -> None:
         row = self._db.execute(
             "SELECT size FROM objects WHERE store=? AND key=?", (store, key)).fetchone()

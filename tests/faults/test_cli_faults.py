@@ -127,9 +127,8 @@ def test_flipped_bytes_are_caught_by_the_etag(s3_server, s3_bucket, tmp_path):
         cache2 = str(tmp_path / "c2")
         result = cli("prefetch", s3_bucket.url("ds/"), "--cache-dir", cache2, env=via(proxy))
     assert result.returncode == 1
-    # botocore checks the CRC32 moto sends before our MD5-of-ETag check sees the bytes; either
-    # way the damaged body is refused, counted and retried (tests/faults/test_engine_faults.py
-    # shows the MD5 check on its own)
+    # the MD5 of the single-part ETag refuses the damaged body, which is counted, retried and
+    # finally reported
     assert "ds/f3: " in result.stderr and "checksum" in result.stderr
     assert "f3" not in tree(local_dir(cache2, s3_bucket))
 
