@@ -92,8 +92,10 @@ class Config:
     max_concurrency: int = 64
     #: objects larger than this are fetched as parallel ranged parts
     multipart_threshold_bytes: int = 16 * 1024 * 1024
-    #: size of one ranged part; 8 MiB matches the S3 SDKs' default part size
-    part_size_bytes: int = 8 * 1024 * 1024
+    #: size of one ranged part. At S3's ~20 ms to first byte and ~90 MB/s per connection, a
+    #: 16 MiB part keeps a connection transferring ~90% of the time (8 MiB, the SDKs' default:
+    #: ~82%). Memory in flight is at most max_concurrency x part_size_bytes (1 GiB by default).
+    part_size_bytes: int = 16 * 1024 * 1024
     #: seconds to wait for a connection or for the first byte of a response
     connect_timeout_s: float = 10.0
     #: seconds a single request (one object or one part) may take end to end
