@@ -33,6 +33,7 @@ def goals(res: dict[str, Any]) -> list[list[str]]:
     def add(goal: str, what: str, s: Spread | None, target: float, text: str = "",
             higher: bool = True, digits: int = 2) -> None:
         out.append([goal, what, s.fmt(digits) if s else "-", text or f">= {target:g}",
+                    "reference" if goal.endswith("ref") else
                     verdict(s.median if s else None, target, higher)])
 
     tp = res.get("throughput", {})
@@ -71,6 +72,11 @@ def _r3(r3: Any, add: Any) -> None:
             if v:
                 add("R3", f"client `{m}` / raw local read, {ds} files (median of "
                     f"{r3['runs']} runs)", spread([v["ratio_to_raw"]]), target)
+        ref = r3["results"].get(ds, {}).get("fsspec_file")
+        if ref:  # not a goal: what fsspec.open costs per call with its own local protocol
+            add("R3 ref", f"fsspec.open(\"file://…\") / raw local read, {ds} files (fsspec's "
+                "own per-call cost, for comparison)", spread([ref["ratio_to_raw"]]), target,
+                text="-")
 
 
 def _r4(r4: Any, add: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..keys import RESERVED_SEGMENT
@@ -61,20 +62,18 @@ def scan_full(layout: Layout, index: Index, *, remove: bool) -> AdoptReport:
 
     With `remove`, rows whose file is missing or changed are dropped along with the file, and
     stray files (in data/ but not in the index, or symlinks) are deleted: nothing that cannot be
-    checked is ever served.
+    checked is ever served. Memory stays bounded with a million objects: rows are read in
+    batches, and files are matched with the index one directory at a time.
     """
     report = AdoptReport()
-    known: set[str] = set()
-    for entry in list(index.entries()):
-        url = parse_url(entry.store + "/")
-        segments = layout.store_segments(url)
-        rel = "/".join([*segments, entry.key])
-        known.add(rel)
+    bad: list[tuple[str, str]] = []
+    for entry in index.entries_batched():
         if entry.state != "ready":
             # adopt_quick settled every pending row at open; one seen now is a download being
             # published at this moment (the agent scans while it serves): not ours to judge
             continue
-        st = files.stat_published(layout, segments, entry.key)
+        url = parse_url(entry.store + "/")
+        st = files.stat_published(layout, layout.store_segments(url), entry.key)
         if st is None:
             report.missing.append(str(url.child(entry.key)))
         elif not stat.S_ISREG(st.st_mode) or (st.st_ino, st.st_size, st.st_mtime_ns) != (
@@ -83,31 +82,44 @@ def scan_full(layout: Layout, index: Index, *, remove: bool) -> AdoptReport:
         else:
             report.adopted += 1
             continue
-        if remove:
-            files.unlink_published(layout, segments, entry.key)
-            index.remove(entry.store, entry.key)
-    for rel in _walk_files(layout):
-        if rel not in known:
-            report.stray.append(rel)
-            if remove:
-                _remove_stray(layout, rel)
+        bad.append((entry.store, entry.key))
+    if remove:
+        for store, key in bad:
+            files.unlink_published(layout, layout.store_segments(parse_url(store + "/")), key)
+            index.remove(store, key)
+    for parts, names in _walk_dirs(layout):
+        known = _known_names(index, parts)
+        for name in names:
+            if name not in known:
+                rel = "/".join([*parts, name])
+                report.stray.append(rel)
+                if remove:
+                    _remove_stray(layout, rel)
     return report
 
 
-def _walk_files(layout: Layout) -> list[str]:
-    found: list[str] = []
+def _known_names(index: Index, parts: list[str]) -> set[str]:
+    """Names of the indexed files directly in data/PARTS (scheme, bucket, directories)."""
+    if len(parts) < 2:
+        return set()  # nothing is published above data/SCHEME/BUCKET/
+    scheme, bucket, *dirs = parts
+    store = f"file:///{bucket}" if scheme == "file" else f"{scheme}://{bucket}"
+    return index.child_names(store, "".join(d + "/" for d in dirs))
+
+
+def _walk_dirs(layout: Layout) -> Iterator[tuple[list[str], list[str]]]:
+    """(directory as parts below data/, names of the files and links in it), one at a time."""
     root = str(layout.data_dir)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         rel_dir = os.path.relpath(dirpath, root)
-        for name in filenames:
-            found.append(name if rel_dir == "." else f"{rel_dir}/{name}")
-        for name in dirnames:  # os.walk lists symlinks to directories here, never entering them
-            if os.path.islink(os.path.join(dirpath, name)):
-                found.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+        parts = [] if rel_dir == "." else rel_dir.split(os.sep)
+        # os.walk lists symlinks to directories among dirnames, never entering them
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
         # the agent's status directories are ours, not strays (no key may use that name);
         # only a real directory counts: a link or a file of that name is still removed
         dirnames[:] = [d for d in dirnames if not _is_reserved_dir(dirpath, d)]
-    return found
+        if filenames or links:
+            yield parts, filenames + links
 
 
 def _is_reserved_dir(parent: str, name: str) -> bool:

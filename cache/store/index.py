@@ -154,6 +154,25 @@ class Index:
         for row in cur:
             yield Entry(*row)
 
+    def entries_batched(self, batch: int = 1000) -> Iterator[Entry]:
+        """Every row in (store, key) order, `batch` rows in memory at a time."""
+        after = ("", "")
+        while rows := self._db.execute(
+                "SELECT * FROM objects WHERE (store, key) > (?, ?) ORDER BY store, key LIMIT ?",
+                (*after, batch)).fetchall():
+            for row in rows:
+                yield Entry(*row)
+            after = (rows[-1][0], rows[-1][1])
+
+    def child_names(self, store: str, prefix: str) -> set[str]:
+        """Last segments of the keys directly under `prefix` ("" or ending in "/")."""
+        start = len(prefix) + 1
+        rows = self._db.execute(
+            "SELECT substr(key, ?) FROM objects WHERE store=? AND key>=? AND key<? "
+            "AND instr(substr(key, ?), '/') = 0",
+            (start, store, prefix, prefix + "\U0010ffff", start)).fetchall()
+        return {r[0] for r in rows}
+
     def put_pending(self, store: str, info: ObjectInfo, md5: str, ino: int, mtime_ns: int) -> None:
         """Record a file about to be renamed into place (replacing any older version)."""
         self._remove_row(store, info.key)
