@@ -286,8 +286,7 @@ class Engine:
             # still discard the staging file and the row this download wrote (and only that
             # row: it is matched by inode, so an older published version keeps its entry).
             await self.db(self._record_pending, url.store, info, fin, rid)
-            await self.io(files.publish, self.layout, staging, segments, info.key,
-                          self.config.fsync)
+            await self.io(files.publish, self.layout, staging, segments, info.key)
         except BaseException as e:
             await asyncio.shield(self.db(self.index.remove_if_inode, url.store, info.key,
                                          fin.ino))
