@@ -2,8 +2,11 @@
 
 import asyncio
 import os
+import shutil
 
+from hypothesis.stateful import RuleBasedStateMachine, invariant
 from shardcache.engine import Engine
+from shardcache.urls import parse_url
 
 
 def open_engine(config, backend):
@@ -26,3 +29,29 @@ def tree(root):
             with open(full, "rb") as f:
                 out[os.path.relpath(full, root)] = f.read()
     return out
+
+
+class EngineMachine(RuleBasedStateMachine):
+    """What the model-based tests of the store share: an engine on its own loop, the dataset
+    directory as the reader sees it, and the index's byte count checked after every step.
+    Subclasses set `tmp`, `loop`, `engine` and `URL`."""
+
+    URL = ""
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    def visible(self):
+        root = self.engine.layout.dataset_dir(parse_url(self.URL))
+        return tree(root) if root.exists() else {}
+
+    @invariant()
+    def byte_count_matches_the_index(self):
+        published = self.run(self.engine.db(self.engine.index.published_bytes))
+        entries = self.run(self.engine.db(lambda: list(self.engine.index.entries())))
+        assert published == sum(e.size for e in entries)
+
+    def teardown(self):
+        self.run(self.engine.close())
+        self.loop.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)

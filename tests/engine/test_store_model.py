@@ -8,23 +8,25 @@ count must equal what is on disk.
 
 import asyncio
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config, RetryPolicy
 from shardcache.engine import Engine, maintenance
 from shardcache.urls import parse_url
+from support import EngineMachine
 
 KEYS = ["a", "b/c", "b/d", "e/f/g", "ünï code", "sp ace/x"]
 URL = "memory://bkt/ds/"
 
 
-class CacheMachine(RuleBasedStateMachine):
+class CacheMachine(EngineMachine):
+    URL = URL
+
     def __init__(self):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp())
@@ -46,8 +48,6 @@ class CacheMachine(RuleBasedStateMachine):
         self.loop.run_until_complete(engine.open())
         return engine
 
-    def run(self, coro):
-        return self.loop.run_until_complete(coro)
 
     @rule(key=st.sampled_from(KEYS), data=st.binary(max_size=3000) | st.just(b""),
           big=st.booleans())
@@ -101,25 +101,7 @@ class CacheMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.prefetched)
     @invariant()
     def mirror_equals_model(self):
-        root = self.engine.layout.dataset_dir(parse_url(URL))
-        found = {}
-        if root.exists():
-            for dirpath, _, names in os.walk(root):
-                for name in names:
-                    full = os.path.join(dirpath, name)
-                    found[os.path.relpath(full, root)] = Path(full).read_bytes()
-        assert found == self.model
-
-    @invariant()
-    def byte_count_matches_the_files(self):
-        published = self.run(self.engine.db(self.engine.index.published_bytes))
-        entries = self.run(self.engine.db(lambda: list(self.engine.index.entries())))
-        assert published == sum(e.size for e in entries)
-
-    def teardown(self):
-        self.run(self.engine.close())
-        self.loop.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        assert self.visible() == self.model
 
 
 TestCacheModel = CacheMachine.TestCase

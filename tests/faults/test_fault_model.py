@@ -9,26 +9,26 @@ that key (never partial, never mixed); after a fault-free prefetch it is exactly
 
 import asyncio
 import contextlib
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import invariant, rule
 from shardcache.backends.faults import FaultPlan, FaultyBackend
 from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config, RetryPolicy
 from shardcache.engine import Engine
-from shardcache.urls import parse_url
+from support import EngineMachine
 
 KEYS = ["a", "b/c", "b/d", "e/f/g", "ünï code"]
 URL = "memory://bkt/ds/"
 MiB = 1024 * 1024
 
 
-class FaultyCacheMachine(RuleBasedStateMachine):
+class FaultyCacheMachine(EngineMachine):
+    URL = URL
+
     def __init__(self):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp())
@@ -68,8 +68,6 @@ class FaultyCacheMachine(RuleBasedStateMachine):
         self.loop.run_until_complete(engine.open())
         return engine
 
-    def run(self, coro):
-        return self.loop.run_until_complete(coro)
 
     def restart(self):
         self.run(self.engine.close())
@@ -138,30 +136,11 @@ class FaultyCacheMachine(RuleBasedStateMachine):
     def restart_rule(self):
         self.restart()
 
-    def visible(self):
-        root = self.engine.layout.dataset_dir(parse_url(URL))
-        found = {}
-        for dirpath, _, names in os.walk(root):
-            for name in names:
-                full = os.path.join(dirpath, name)
-                found[os.path.relpath(full, root)] = Path(full).read_bytes()
-        return found
 
     @invariant()
     def nothing_partial_is_ever_visible(self):
         for key, data in self.visible().items():
             assert data in self.history.get(key, set()), key
-
-    @invariant()
-    def byte_count_matches_the_index(self):
-        published = self.run(self.engine.db(self.engine.index.published_bytes))
-        entries = self.run(self.engine.db(lambda: list(self.engine.index.entries())))
-        assert published == sum(e.size for e in entries)
-
-    def teardown(self):
-        self.run(self.engine.close())
-        self.loop.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 TestFaultyCacheModel = FaultyCacheMachine.TestCase
