@@ -58,7 +58,6 @@ class Output:
         from rich.progress import (
             BarColumn,
             DownloadColumn,
-            MofNCompleteColumn,
             TextColumn,
             TimeRemainingColumn,
             TransferSpeedColumn,
@@ -69,9 +68,7 @@ class Output:
             TextColumn("[bold]{task.description}"), BarColumn(),
             TextColumn("{task.fields[objects]} objects"), DownloadColumn(binary_units=True),
             TransferSpeedColumn(), TimeRemainingColumn(), transient=False,
-            console=None,
         )
-        _ = MofNCompleteColumn
         with bar:
             task = bar.add_task(description, total=None, objects="0/?")
 
