@@ -63,13 +63,6 @@ def check_key(key: str) -> str | None:
     return None
 
 
-def relative_key(key: str, prefix: str) -> str:
-    """The part of `key` below the dataset `prefix` (which is "" or ends in "/")."""
-    if not key.startswith(prefix):
-        raise ValueError(f"key {key!r} is not under prefix {prefix!r}")
-    return key[len(prefix):]
-
-
 def plan_paths(keys: Iterable[str]) -> tuple[list[str], list[KeyRefusal]]:
     """Split `keys` into those that map safely and the refusals, collisions included.
 

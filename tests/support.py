@@ -3,8 +3,11 @@
 import asyncio
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
 from hypothesis.stateful import RuleBasedStateMachine, invariant
+from shardcache.backends.memory import MemoryBackend
 from shardcache.engine import Engine
 from shardcache.urls import parse_url
 
@@ -34,9 +37,16 @@ def tree(root):
 class EngineMachine(RuleBasedStateMachine):
     """What the model-based tests of the store share: an engine on its own loop, the dataset
     directory as the reader sees it, and the index's byte count checked after every step.
-    Subclasses set `tmp`, `loop`, `engine` and `URL`."""
+    Subclasses set `URL` and open `engine` on `store`, in `tmp`."""
 
     URL = ""
+
+    def __init__(self):
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp())
+        self.loop = asyncio.new_event_loop()
+        self.store = MemoryBackend("bkt")
+        self.model: dict[str, bytes] = {}
 
     def run(self, coro):
         return self.loop.run_until_complete(coro)

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..config import format_size
 from ..engine import Progress
 
 
@@ -77,7 +76,3 @@ class Output:
                            objects=f"{p.objects_done}/{p.objects_total}")
 
             yield update
-
-
-def human(n: float) -> str:
-    return format_size(n)

@@ -401,11 +401,8 @@ class Engine:
     async def fetch(self, url: str) -> FetchResult:
         """Make one object local now, ahead of any prefetch work; list it if not known."""
         parsed = parse_url(url)
-        info = await self.db(self._known_info, parsed)
-        if info is None:
-            backend = await self.backend(parsed)
-            info = await with_retries(lambda: backend.stat(parsed.path), self.config.retry)
-        protect = await self.db(self._covering_datasets, parsed)
+        known, protect = await self.db(self._fetch_plan, parsed)
+        info = known or await self._stat(parsed)
         return await self.ensure_current(parsed, info, PRIORITY_ON_DEMAND, protect)
 
     async def ensure_current(self, url: StoreURL, info: ObjectInfo, priority: int,
@@ -441,6 +438,11 @@ class Engine:
         key, size, version, md5 = row
         return ObjectInfo(key, size, version, Checksum("md5", md5) if md5 else None)
 
+    def _fetch_plan(self, url: StoreURL
+                    ) -> tuple[ObjectInfo | None, tuple[tuple[str, str], ...]]:
+        """What the index knows of an object, and the datasets it belongs to: one trip."""
+        return self._known_info(url), self._covering_datasets(url)
+
     def _covering_datasets(self, url: StoreURL) -> tuple[tuple[str, str], ...]:
         return tuple((d.store, d.prefix) for d in self.index.datasets()
                      if d.store == url.store and url.path.startswith(d.prefix))
@@ -465,7 +467,3 @@ def failure_of(key: str, error: BaseException) -> Failure:
 def progress_add(p: Progress, objects: int = 0, nbytes: int = 0, failed: int = 0) -> Progress:
     return replace(p, objects_done=p.objects_done + objects, bytes_done=p.bytes_done + nbytes,
                    objects_failed=p.objects_failed + failed)
-
-
-def now() -> float:
-    return time.time()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -90,10 +89,11 @@ def verify(engine: Engine, url: str | None, *, repair: bool = True) -> VerifyRep
         report.missing += scan.missing
         report.corrupt += scan.changed
         report.stray += scan.stray
-        entries = list(idx.entries())
+        entries = idx.entries_batched()
     else:
         ds = parse_url(url).as_dataset()
-        entries = list(idx.entries(ds.store, ds.prefix))
+        entries = idx.entries(ds.store, ds.prefix)
+    damaged: list[tuple[str, str]] = []  # evicted after the walk: rows must not change under it
     for entry in entries:
         report.checked += 1
         target = parse_url(entry.store + "/")
@@ -104,8 +104,10 @@ def verify(engine: Engine, url: str | None, *, repair: bool = True) -> VerifyRep
             continue
         name = str(target.child(entry.key))
         (report.missing if problem == "missing" else report.corrupt).append(name)
-        if repair:
-            engine._evict_one(entry.store, entry.key)
+        damaged.append((entry.store, entry.key))
+    if repair:
+        for store, key in damaged:
+            engine._evict_one(store, key)
     if url is not None:
         _dataset_strays(engine, parse_url(url).as_dataset(), report, repair)
     return report
@@ -190,7 +192,3 @@ def evict(engine: Engine, url: str, *, force: bool = False) -> tuple[int, int]:
         idx.rollback()
         raise
     return removed
-
-
-def hexdigest(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()

@@ -118,9 +118,9 @@ def _record_listing(engine: Engine, ds: StoreURL, objects: list[ObjectInfo],
         if owner:
             idx.pin(url, owner)
         listed = {o.key for o in objects}
-        for entry in list(idx.entries(ds.store, ds.prefix)):
-            if entry.key not in listed:
-                engine._evict_one(entry.store, entry.key)
+        gone = [e.key for e in idx.entries(ds.store, ds.prefix) if e.key not in listed]
+        for key in gone:
+            engine._evict_one(ds.store, key)
         idx.commit()
     except BaseException:
         idx.rollback()

@@ -19,7 +19,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,10 +217,6 @@ class Index:
                 "ORDER BY atime, store, key LIMIT ?", (*after, batch))
         return [Entry(*r) for r in cur]
 
-    def touch(self, store: str, keys: Iterable[str], when: float) -> None:
-        self._db.executemany("UPDATE objects SET atime=? WHERE store=? AND key=?",
-                             [(when, store, k) for k in keys])
-
     # -- capacity -----------------------------------------------------------------------
     def published_bytes(self) -> int:
         row = self._db.execute("SELECT v FROM meta WHERE k='published_bytes'").fetchone()
@@ -261,11 +257,6 @@ class Index:
             "listed_at=excluded.listed_at, objects_total=excluded.objects_total, "
             "bytes_total=excluded.bytes_total, last_used=excluded.last_used",
             (url, store, prefix, when, len(objects), sum(o.size for o in objects), when))
-
-    def manifest(self, url: str) -> list[tuple[str, int, str, str | None]]:
-        return self._db.execute(
-            "SELECT key, size, version, md5 FROM manifest WHERE url=? ORDER BY key",
-            (url,)).fetchall()
 
     def manifest_info(self, store: str, key: str) -> tuple[str, int, str, str | None] | None:
         row = self._db.execute(
@@ -312,6 +303,3 @@ class Index:
 
     def pins(self) -> list[tuple[str, str]]:
         return self._db.execute("SELECT url, owner FROM pins ORDER BY url, owner").fetchall()
-
-    def count_objects(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM objects").fetchone()[0])

@@ -14,7 +14,6 @@ nothing is ever created or renamed outside the root.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from collections.abc import Iterator
@@ -137,7 +136,3 @@ def first_non_dir(root: Path, segments: list[str]) -> int | None:
         except OSError:
             return i
     return None
-
-
-def is_symlink_error(e: OSError) -> bool:
-    return e.errno in (errno.ELOOP, errno.ENOTDIR)

@@ -17,6 +17,7 @@ thousands of small objects.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import http.client
 import json
@@ -84,7 +85,7 @@ class Bucket:
         self.server.delete_object(self.name, key)
 
 
-class EmulatorProcess:
+class EmulatorProcess(abc.ABC):
     """A child process serving HTTP on a free loopback port; subclasses give the command."""
 
     #: name used in error messages
@@ -104,21 +105,25 @@ class EmulatorProcess:
 
     # --- subclass hooks ---
 
+    @abc.abstractmethod
     def command(self, port: int) -> list[str]:
-        raise NotImplementedError
+        """The argv that starts the emulator on `port`."""
 
+    @abc.abstractmethod
     def env(self) -> dict[str, str]:
         """The SDK environment variables that point a client at this emulator."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def create_bucket(self, bucket: str) -> None:
-        raise NotImplementedError
+        """Make an empty bucket (or container) named `bucket`."""
 
+    @abc.abstractmethod
     def put_objects(self, bucket: str, objects: Mapping[str, bytes]) -> None:
-        raise NotImplementedError
+        """Upload `objects` (key -> bytes) into `bucket`."""
 
+    @abc.abstractmethod
     def delete_object(self, bucket: str, key: str) -> None:
-        raise NotImplementedError
+        """Delete one object."""
 
     def new_bucket(self, stem: str = "test") -> Bucket:
         """A fresh, uniquely named, empty bucket."""

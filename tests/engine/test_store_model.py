@@ -6,15 +6,11 @@ followed by a read of the dataset directory must give exactly the model, and the
 count must equal what is on disk.
 """
 
-import asyncio
 import os
-import tempfile
-from pathlib import Path
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
-from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config, RetryPolicy
 from shardcache.engine import Engine, maintenance
 from shardcache.urls import parse_url
@@ -29,10 +25,6 @@ class CacheMachine(EngineMachine):
 
     def __init__(self):
         super().__init__()
-        self.tmp = Path(tempfile.mkdtemp())
-        self.loop = asyncio.new_event_loop()
-        self.store = MemoryBackend("bkt")
-        self.model: dict[str, bytes] = {}
         self.config = Config(cache_dir=self.tmp / "cache", min_free_fraction=0.0,
                              multipart_threshold_bytes=1024 * 1024,
                              part_size_bytes=1024 * 1024,

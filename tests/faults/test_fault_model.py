@@ -9,14 +9,11 @@ that key (never partial, never mixed); after a fault-free prefetch it is exactly
 
 import asyncio
 import contextlib
-import tempfile
-from pathlib import Path
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule
 from shardcache.backends.faults import FaultPlan, FaultyBackend
-from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config, RetryPolicy
 from shardcache.engine import Engine
 from support import EngineMachine
@@ -31,11 +28,7 @@ class FaultyCacheMachine(EngineMachine):
 
     def __init__(self):
         super().__init__()
-        self.tmp = Path(tempfile.mkdtemp())
-        self.loop = asyncio.new_event_loop()
-        self.store = MemoryBackend("bkt")
         self.backend = self.store
-        self.model: dict[str, bytes] = {}
         self.history: dict[str, set[bytes]] = {}
         self.config = Config(
             cache_dir=self.tmp / "cache",
