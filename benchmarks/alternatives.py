@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shardcache.bench.readers import Measurement, timed
-from shardcache.bench.store import BUCKET, Endpoint
+from shardcache.testkit.benchstore import BUCKET, Endpoint
+from shardcache.testkit.readers import Measurement, timed
 
 #: requests in flight for obstore; the same as shardcache's default `max_concurrency`
 OBSTORE_CONCURRENCY = 64

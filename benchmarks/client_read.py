@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from shardcache.client import api
-    from shardcache.testing.emulators import MotoS3Server
+    from shardcache.testkit.emulators import MotoS3Server
 
     with MotoS3Server() as server, tempfile.TemporaryDirectory() as cache:
         os.environ.update(server.env())

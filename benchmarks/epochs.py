@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from shardcache.bench.readers import s3fs_filesystem, shardcache_prefetch
-from shardcache.bench.store import BUCKET, Endpoint
 from shardcache.config import Config
+from shardcache.testkit.benchstore import BUCKET, Endpoint
+from shardcache.testkit.readers import s3fs_filesystem, shardcache_prefetch
 
 WORKERS = 4
 

@@ -23,8 +23,9 @@ from shardcache.backends.base import Backend
 from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config
 from shardcache.engine import Engine
-from shardcache.policy import LRUCacheModel, StickyCacheModel
 from shardcache.urls import StoreURL
+
+from .models import LRUCacheModel, StickyCacheModel
 
 
 def sizes(n: int, seed: int) -> list[int]:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from shardcache.bench.store import BUCKET, BenchStore
+from shardcache.testkit.benchstore import BUCKET, BenchStore
 
 from .agentproc import Agent, agent_available, child_env, request
 

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shardcache.bench.data import generate, image_like, shard_like
-from shardcache.bench.readers import drop_page_cache, write_plain_copy
-from shardcache.bench.store import BenchStore
-from shardcache.testing.proxy import ProxyConfig
+from shardcache.testkit.benchstore import BenchStore
+from shardcache.testkit.datasets import generate, image_like, shard_like
+from shardcache.testkit.proxy import ProxyConfig
+from shardcache.testkit.readers import drop_page_cache, write_plain_copy
 
 from . import epochs, external, hitrate, machine, multireader, report, startup, throughput
 

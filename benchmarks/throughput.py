@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shardcache.bench.readers import (
+from shardcache.config import Config
+from shardcache.testkit.benchstore import BUCKET, BenchStore, Endpoint
+from shardcache.testkit.readers import (
     Measurement,
     best_raw_get,
     drop_page_cache,
@@ -23,8 +25,6 @@ from shardcache.bench.readers import (
     s3fs_sequential,
     shardcache_prefetch,
 )
-from shardcache.bench.store import BUCKET, BenchStore, Endpoint
-from shardcache.config import Config
 
 from .alternatives import fsspec_cached_reads, obstore_reads
 

@@ -10,13 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from shardcache.testing.emulators import (
-    AzuriteServer,
-    Bucket,
-    EmulatorProcess,
-    GcsEmulator,
-    MotoS3Server,
-)
+from emulators import AzuriteServer, GcsEmulator
+from shardcache.testkit.emulators import Bucket, EmulatorProcess, MotoS3Server
 
 #: variables that would point a client somewhere other than the emulator under test
 _FOREIGN_ENV = [

@@ -12,23 +12,33 @@ files and a few large shards, then reads it six ways and prints what each achiev
 * shardcache warm: reading the published files from the local dataset directory.
 
 This is the quick mode of the benchmark suite (benchmarks/, `make bench`); the measuring pieces
-are shared in `shardcache.bench`. Everything stays on loopback and in a temporary directory
-unless --cache-dir is given.
+are shared in `shardcache.testkit`, which needs the `bench` extra: this module is the only one of
+the product allowed to import it (import-linter), and it says what to install when it is missing.
+Everything stays on loopback and in a temporary directory unless --cache-dir is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
-from ..bench.quick import QuickPlan, QuickResult, run_quick
-from ..bench.readers import Measurement
 from ..config import Config
-from ..testing.proxy import ProxyConfig
+from ..errors import ConfigError
+from ..testkit.proxy import ProxyConfig
+from ..testkit.quick import QuickPlan, QuickResult, run_quick
+from ..testkit.readers import Measurement
 from .output import Output
+
+#: what the demo runs besides shardcache: the S3 emulator and the s3fs baseline
+_BENCH_EXTRA = ("moto", "s3fs")
 
 
 def run_demo(args: argparse.Namespace, config: Config, out: Output) -> int:
+    missing = [m for m in _BENCH_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"shardcache demo needs {', '.join(missing)}, which come with the "
+                          "bench extra: pip install 'shardcache[s3,bench]' (or `make demo`)")
     plan = QuickPlan(
         small_files=args.small_files, large_files=args.large_files, large_mib=args.large_mib,
         proxy=ProxyConfig(first_byte_delay_s=args.first_byte_ms / 1000,

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from shardcache.client.agent_client import AgentClient
-from shardcache.testing.emulators import free_port
+from shardcache.testkit.emulators import free_port
 from shardcache_daemonset.agent.metrics import parse
 
 AGENT = Path(sys.executable).parent / "shardcache-agent"

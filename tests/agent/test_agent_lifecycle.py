@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from shardcache.testing.proxy import CloudProxy, ProxyConfig
+from shardcache.testkit.proxy import CloudProxy, ProxyConfig
 
 HITS, MISSES = 'shardcache_hits_total{path="client"}', 'shardcache_misses_total{path="client"}'
 N_OBJECTS = 16

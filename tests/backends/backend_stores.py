@@ -13,7 +13,7 @@ from shardcache.backends.base import Backend
 from shardcache.backends.fsspec_adapter import open_backend
 from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config
-from shardcache.testing.emulators import Bucket
+from shardcache.testkit.emulators import Bucket
 from shardcache.urls import StoreURL, parse_url
 
 #: the adapter-backed stores, all speaking to something real

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import pytest
 from backend_stores import Store, make_config
+from emulators import AZURITE_ACCOUNT
 from shardcache.backends.base import Backend, ObjectInfo
 from shardcache.backends.fsspec_adapter import open_backend
 from shardcache.errors import (
@@ -23,7 +24,7 @@ from shardcache.errors import (
     UnavailableError,
     VersionChangedError,
 )
-from shardcache.testing.emulators import AZURITE_ACCOUNT, free_port
+from shardcache.testkit.emulators import free_port
 from shardcache.urls import parse_url
 
 T = TypeVar("T")
@@ -236,7 +237,7 @@ def test_unreachable_endpoint_is_unavailable_and_quiet_about_secrets(
 def test_wrong_azure_key_is_access_denied_without_the_key(
     azure_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shardcache.testing.emulators import AzuriteServer
+    from emulators import AzuriteServer
 
     assert isinstance(azure_server, AzuriteServer)
     container = azure_server.new_bucket()

@@ -10,7 +10,7 @@ import pytest
 from shardcache.client import Client
 from shardcache.client.api import close_default_clients
 from shardcache.config import Config, RetryPolicy
-from shardcache.testing.proxy import CloudProxy, ProxyConfig
+from shardcache.testkit.proxy import CloudProxy, ProxyConfig
 
 #: no added latency or bandwidth cap: the proxy is here to count requests
 COUNTING = ProxyConfig(first_byte_delay_s=0, bandwidth_bytes_per_s=0)

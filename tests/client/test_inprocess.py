@@ -10,7 +10,7 @@ import fsspec
 import pytest
 import shardcache.client as sc
 from shardcache.client import Client, WaitTimeoutError, waiting
-from shardcache.testing.proxy import CloudProxy, ProxyConfig
+from shardcache.testkit.proxy import CloudProxy, ProxyConfig
 
 pytestmark = pytest.mark.timeout(120)
 

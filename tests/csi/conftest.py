@@ -17,7 +17,7 @@ import grpc
 import pytest
 from agent.agent_process import AgentProcess
 from shardcache.client.agent_client import AgentClient
-from shardcache.testing.emulators import Bucket
+from shardcache.testkit.emulators import Bucket
 from shardcache_csi.mounter import MountError, unmount
 from shardcache_csi.mountinfo import read_mountinfo
 from shardcache_csi.node import NodeDriver

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from shardcache.testing.proxy import CloudProxy, FaultConfig, FaultRule, ProxyConfig
+from shardcache.testkit.proxy import CloudProxy, FaultConfig, FaultRule, ProxyConfig
 from support import tree
 
 SHARDCACHE = [sys.executable, "-m", "shardcache.cli.main"]

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from shardcache.testing.proxy import CloudProxy, FaultConfig, FaultRule, ProxyConfig
+from shardcache.testkit.proxy import CloudProxy, FaultConfig, FaultRule, ProxyConfig
 
 SHARDCACHE = [sys.executable, "-m", "shardcache.cli.main"]
 SECRET = "FAKEsecretKEY1234567890zz"

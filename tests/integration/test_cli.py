@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from shardcache.testing.proxy import CloudProxy, ProxyConfig
+from shardcache.testkit.proxy import CloudProxy, ProxyConfig
 from support import tree
 
 SHARDCACHE = [sys.executable, "-m", "shardcache.cli.main"]

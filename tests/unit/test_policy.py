@@ -1,10 +1,7 @@
-import random
 
 from shardcache.policy import (
     Candidate,
-    LRUCacheModel,
     Protection,
-    StickyCacheModel,
     Usage,
     choose_victims,
     headroom,
@@ -44,24 +41,3 @@ def test_pinned_and_requester_objects_are_never_victims():
 def test_same_prefix_in_another_store_is_not_protected():
     prot = Protection(pinned=(("s3://a", "p/"),))
     assert choose_victims(5, 0, [Candidate("gs://a", "p/x", 5, 0)], prot) is not None
-
-
-def simulate(model, n_items, epochs, seed):
-    rng = random.Random(seed)
-    rates = []
-    for _ in range(epochs):
-        order = list(range(n_items))
-        rng.shuffle(order)
-        hits = sum(model.access(str(i), 1) for i in order)
-        rates.append(hits / n_items)
-    return rates
-
-
-def test_sticky_policy_reaches_the_bound_where_lru_thrashes():
-    n, cap = 2000, 1000
-    sticky = simulate(StickyCacheModel(cap), n, 4, seed=1)
-    lru = simulate(LRUCacheModel(cap), n, 4, seed=1)
-    bound = cap / n
-    assert sticky[0] == 0.0
-    assert all(abs(r - bound) < 0.05 for r in sticky[1:])
-    assert all(r < 0.7 * bound for r in lru[1:])

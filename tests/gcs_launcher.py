@@ -5,7 +5,7 @@ opens a few dozen connections at once (gcsfs, the prefetcher) gets connection re
 server also handles one request at a time; we keep that (its storage is not written with
 concurrent requests in mind) and only let waiting connections queue instead of failing.
 
-Usage: ``python -m shardcache.testing._gcs_launcher --host 127.0.0.1 --port P``
+Usage: ``python tests/gcs_launcher.py --host 127.0.0.1 --port P``
 """
 
 from __future__ import annotations

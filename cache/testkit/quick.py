@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
-from ..testing.proxy import ProxyConfig
-from .data import generate, image_like, shard_like
+from .benchstore import BUCKET, BenchStore
+from .datasets import generate, image_like, shard_like
+from .proxy import ProxyConfig
 from .readers import (
     Measurement,
     best_raw_get,
@@ -22,7 +23,6 @@ from .readers import (
     shardcache_prefetch,
     write_plain_copy,
 )
-from .store import BUCKET, BenchStore
 
 #: (concurrency, ranged part size) settings for the ceiling; 8 MiB parts as the S3 SDKs use
 CEILING_SWEEP: tuple[tuple[int, int | None], ...] = ((16, 8 * 2**20), (64, 8 * 2**20))

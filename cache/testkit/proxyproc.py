@@ -18,7 +18,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from ..testing.proxy import CloudProxy, ProxyConfig
+from .proxy import CloudProxy, ProxyConfig
 
 #: seconds to wait for the child to print its URL or answer a stats request
 _ANSWER_TIMEOUT_S = 15.0
@@ -36,7 +36,7 @@ class ProxyProcess:
     def __enter__(self) -> ProxyProcess:
         cfg = self.config
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "shardcache.bench.proxyproc", "--upstream", self.upstream,
+            [sys.executable, "-m", "shardcache.testkit.proxyproc", "--upstream", self.upstream,
              "--first-byte-delay-s", str(cfg.first_byte_delay_s or 0),
              "--bandwidth-bytes-per-s", str(cfg.bandwidth_bytes_per_s or 0)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -86,7 +86,7 @@ async def _serve(upstream: str, config: ProxyConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m shardcache.bench.proxyproc")
+    p = argparse.ArgumentParser(prog="python -m shardcache.testkit.proxyproc")
     p.add_argument("--upstream", required=True)
     p.add_argument("--first-byte-delay-s", type=float, default=0.020)
     p.add_argument("--bandwidth-bytes-per-s", type=float, default=90e6)

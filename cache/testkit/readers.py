@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from .store import BUCKET, Endpoint
+from .benchstore import BUCKET, Endpoint
 
 #: per-request bound for the raw client; far above any healthy request here
 _RAW_TIMEOUT_S = 300.0

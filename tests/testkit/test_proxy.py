@@ -26,9 +26,9 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from shardcache.errors import ConfigError
-from shardcache.testing.proxy import (
+from shardcache.testkit.proxy import CloudProxy
+from shardcache.testkit.proxy_rules import (
     Bucket,
-    CloudProxy,
     FaultConfig,
     FaultRule,
     Framing,
@@ -337,7 +337,7 @@ def test_s3fs_reads_through_the_proxy_on_kept_alive_connections(
 
 def test_command_line_proxy_serves_until_stopped(moto: Any, objects: dict[str, bytes]) -> None:
     url, creds = moto
-    command = [sys.executable, "-m", "shardcache.testing.proxy", "--upstream", url]
+    command = [sys.executable, "-m", "shardcache.testkit.proxy", "--upstream", url]
     command += ["--port", "0", "--first-byte-delay-s", "0", "--bandwidth-bytes-per-s", "0"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shardcache.bench.data import generate, image_like, shard_like
-from shardcache.bench.readers import plan_requests
+from shardcache.testkit.datasets import generate, image_like, shard_like
+from shardcache.testkit.readers import plan_requests
 
 
 def test_whole_objects_are_one_request_each() -> None:

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
-from ..testing.emulators import MotoS3Server
-from ..testing.proxy import ProxyConfig
+from .emulators import MotoS3Server
+from .proxy import ProxyConfig
 from .proxyproc import ProxyProcess
 
 BUCKET = "shardcache-bench"
