@@ -23,7 +23,7 @@ from shardcache.backends.base import Backend
 from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config
 from shardcache.engine import Engine
-from shardcache.urls import StoreURL
+from shardcache.urls import StoreURL, parse_url
 
 from .models import LRUCacheModel, StickyCacheModel
 
@@ -74,13 +74,13 @@ async def _engine_epochs(cache: Path, n: int, epochs: int, seed: int,
                     fsync=False)
     out = []
     async with Engine(config, backend_factory=factory) as engine:
-        await engine.prefetch("memory://bench-r5/ds/", download=False)
+        await engine.prefetch(parse_url("memory://bench-r5/ds/"), download=False)
         for _ in range(epochs):
             order = list(range(n))
             rng.shuffle(order)
             hit = 0
             for i in order:
-                result = await engine.fetch(f"memory://bench-r5/ds/obj-{i:06d}")
+                result = await engine.fetch(parse_url(f"memory://bench-r5/ds/obj-{i:06d}"))
                 if result.path is not None and not result.downloaded:
                     hit += s[i]
             out.append(hit / total)

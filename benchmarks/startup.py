@@ -84,8 +84,8 @@ def _child(cache: str) -> None:
         await engine.open()
         opened = time.perf_counter() - t0
         url = parse_url(f"{STORE}/part-0000/obj-0000000")
-        entry = await engine.db(engine.index.get, url.store, url.path)
-        total = await engine.db(engine.index.published_bytes)
+        entry = await engine.lookup(url)
+        total = (await engine.usage()).published
         first = time.perf_counter() - t0
         rss = me.memory_info().rss
         await engine.close()

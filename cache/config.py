@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .retry import Retry
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -53,29 +54,6 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a failed request is tried again.
-
-    Decisions (`should_retry`, `backoff_s`) are pure; sleeping is the caller's business.
-    """
-
-    #: attempts per request, first included; 5 rides out a burst of throttling (S3 SlowDown
-    #: clears within seconds) without turning a dead endpoint into a minute-long hang
-    max_attempts: int = 5
-    #: first backoff; doubled each attempt, with full jitter, capped by `max_backoff_s`
-    base_backoff_s: float = 0.1
-    max_backoff_s: float = 5.0
-
-    def backoff_s(self, attempt: int, rand: float) -> float:
-        """Full-jitter exponential backoff for `attempt` (1-based) given `rand` in [0, 1)."""
-        ceiling = min(self.max_backoff_s, self.base_backoff_s * 2.0 ** (attempt - 1))
-        return float(ceiling * rand)
-
-    def should_retry(self, attempt: int, retryable: bool) -> bool:
-        return retryable and attempt < self.max_attempts
-
-
-@dataclass(frozen=True)
 class Config:
     """Everything the engine needs to know, fixed for its lifetime."""
 
@@ -102,7 +80,8 @@ class Config:
     read_timeout_s: float = 120.0
     #: fsync files and directories before publishing: a crash never exposes a torn file
     fsync: bool = True
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: the retry budgets of one download (requests, object rounds, version restarts)
+    retry: Retry = field(default_factory=Retry)
     #: backend options keyed by normalised scheme ("s3", "gs", "az"), passed to the adapter
     backend_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

@@ -16,6 +16,8 @@ import errno
 import os
 from functools import cache
 
+from shardcache.errors import MountError
+
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -23,10 +25,6 @@ MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
-
-
-class MountError(OSError):
-    """A mount system call failed; `errno` says why."""
 
 
 @cache

@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from shardcache.errors import (
     CacheError,
@@ -28,9 +28,11 @@ from shardcache.errors import (
     ConfigError,
     NotFoundError,
     PolicyDeniedError,
+    TargetConflictError,
     UnavailableError,
     redact,
 )
+from shardcache.status import DatasetStatus
 from shardcache_daemonset.policy import Policy
 
 from . import mounter
@@ -39,7 +41,6 @@ from .state import Record, StateDir
 from .targets import (
     PublishAction,
     PublishSpec,
-    TargetConflictError,
     check_volume_id,
     decide_publish,
     parse_target_path,
@@ -58,7 +59,7 @@ class AgentPort(Protocol):
     def ready(self) -> bool: ...
     def register(
         self, url: str, owner: str, namespace: str | None = None, prefetch: str = "all"
-    ) -> dict[str, Any]: ...
+    ) -> DatasetStatus: ...
     def release(self, url: str, owner: str) -> None: ...
 
 
@@ -260,8 +261,8 @@ class NodeDriver:
             yield
 
 
-def _local_dir(spec: PublishSpec, status: Mapping[str, Any]) -> str:
-    local_dir = str(status.get("local_dir") or "")
+def _local_dir(spec: PublishSpec, status: DatasetStatus) -> str:
+    local_dir = str(status.local_dir)
     if not os.path.isabs(local_dir) or not os.path.isdir(local_dir):
         raise UnavailableError(
             f"the agent placed {spec.dataset} at {local_dir!r}, which is not a directory "

@@ -1,7 +1,8 @@
 """The CSI Identity and Node services: gRPC in, NodeDriver calls, status codes out.
 
 Thin on purpose: requests are unpacked into plain values, NodeDriver does the work, and one
-table turns shardcache errors into the codes the CSI spec asks for (INVALID_ARGUMENT for a
+table (`shardcache.errors.CODES`, shared with the agent and the CLI) turns shardcache errors
+into the codes the CSI spec asks for (INVALID_ARGUMENT for a
 bad request, PERMISSION_DENIED for a refused URL, ALREADY_EXISTS for a target published with
 other arguments, UNAVAILABLE when the agent does not answer, so that kubelet retries).
 Node methods that are not overridden here answer UNIMPLEMENTED from the generated base class.
@@ -20,34 +21,20 @@ from shardcache import errors
 from shardcache.errors import redact
 
 from . import DRIVER_NAME
-from .mounter import MountError
 from .node import NodeDriver, PublishRequest
 from .proto import csi_pb2, csi_pb2_grpc
-from .targets import TargetConflictError
 
 log = logging.getLogger(__name__)
-
-#: most specific first: PolicyDeniedError is also a PermissionError, and so on
-_CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
-    (TargetConflictError, grpc.StatusCode.ALREADY_EXISTS),
-    (errors.ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.UnsafeKeyError, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.PolicyDeniedError, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.AccessDeniedError, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (errors.UnavailableError, grpc.StatusCode.UNAVAILABLE),
-    (errors.OverCapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-]
 
 R = TypeVar("R")
 
 
 def status_code_for(exc: BaseException) -> grpc.StatusCode:
-    """The gRPC code for an error raised while serving a request (INTERNAL if unknown)."""
-    for cls, code in _CODES:
-        if isinstance(exc, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
+    """The gRPC code for an error raised while serving a request, from the one kind table
+    (`shardcache.errors.CODES`); INTERNAL for anything that is not a shardcache error."""
+    if not isinstance(exc, errors.CacheError):
+        return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode[errors.codes_of(exc.kind).grpc]
 
 
 def _answering(method: Callable[..., R]) -> Callable[..., R]:
@@ -55,7 +42,7 @@ def _answering(method: Callable[..., R]) -> Callable[..., R]:
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
         try:
             return method(self, request, context)
-        except (errors.CacheError, MountError) as e:
+        except errors.CacheError as e:
             code = status_code_for(e)
             log.warning("%s failed with %s: %s", method.__name__, code.name, redact(str(e)))
             context.abort(code, redact(str(e)))

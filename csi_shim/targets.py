@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from shardcache.errors import CacheError, ConfigError
+from shardcache.errors import ConfigError
 from shardcache_daemonset.policy import validate_pod_url
 
 POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
@@ -41,12 +41,6 @@ _SUBDOMAIN_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 REQUIRED_OPTIONS = frozenset({"ro", "nosuid", "nodev"})
-
-
-class TargetConflictError(CacheError, FileExistsError):
-    """The target is already published with other arguments (gRPC ALREADY_EXISTS)."""
-
-    kind = "already_exists"
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,13 @@ from typing import Any
 
 from ..client.agent_client import AgentClient
 from ..config import format_size
-from ..engine import Progress
+from ..status import DatasetState, DatasetStatus, Progress
 from ..urls import parse_url
 from .output import Output
 
 EXIT_OK, EXIT_FAILED = 0, 1
 #: how often status is polled; the agent answers from memory and the index, so 4/s is cheap
 POLL_S = 0.25
-_RUNNING = ("listing", "downloading")
 
 
 def run_with_agent(args: argparse.Namespace, socket_path: str, out: Output) -> int:
@@ -43,36 +42,36 @@ def _request(client: AgentClient, method: str, path: str, body: Any = None) -> A
 def _prefetch(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
     url = str(parse_url(args.url).as_dataset())
     owner = args.owner or f"cli-{os.getpid()}"
-    doc = client.register(url, owner)
+    status = client.register(url, owner)
     try:
         with out.progress(url) as update:
-            while doc["state"] in _RUNNING:
-                update(_progress(doc))
+            while not status.state.settled:
+                update(_progress(status))
                 time.sleep(POLL_S)
-                doc = client.status(url)
-            update(_progress(doc))
+                status = client.status(url)
+            update(_progress(status))
     finally:
         if not args.owner:
             client.release(url, owner)
-    return _report(doc, out)
+    return _report(status, out)
 
 
-def _progress(doc: dict[str, Any]) -> Progress:
-    return Progress(doc["url"], doc["objects_total"], doc["bytes_total"],
-                    objects_done=doc["objects_local"], bytes_done=doc["bytes_local"])
+def _progress(status: DatasetStatus) -> Progress:
+    return Progress(str(status.url), status.objects_total, status.bytes_total,
+                    objects_done=status.objects_local, bytes_done=status.bytes_local)
 
 
-def _report(doc: dict[str, Any], out: Output) -> int:
-    failed = doc["state"] == "failed"
+def _report(status: DatasetStatus, out: Output) -> int:
+    failed = status.state is DatasetState.FAILED
     if out.json_mode:
-        out.json(doc)
+        out.json(dict(status.as_json(listed_at=False)))
     else:
-        out.info(f"{doc['objects_local']}/{doc['objects_total']} objects "
-                 f"({format_size(doc['bytes_local'])} of {format_size(doc['bytes_total'])}) "
-                 f"local: {doc['state']}")
-        for err in doc["errors"][:20]:
-            (out.error if failed else out.warn)(f"{err['key'] or doc['url']}: {err['message']}")
-        out.line(doc["local_dir"])
+        out.info(f"{status.objects_local}/{status.objects_total} objects "
+                 f"({format_size(status.bytes_local)} of {format_size(status.bytes_total)}) "
+                 f"local: {status.state.value}")
+        for err in status.errors[:20]:
+            (out.error if failed else out.warn)(f"{err.key or status.url}: {err.message}")
+        out.line(str(status.local_dir))
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -88,18 +87,19 @@ def _path(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
 def _status(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
     rows = [client.status(args.url)] if args.url else client.datasets()
     if out.json_mode:
-        out.json({"datasets": rows, "agent": client.socket_path})
+        out.json({"datasets": [r.as_json(listed_at=False) for r in rows],
+                  "agent": client.socket_path})
         return EXIT_OK
     out.table(f"shardcache agent at {client.socket_path}",
               ["dataset", "state", "objects", "bytes", "local", "rate", "eta", "owners"],
-              [[r["url"], r["state"], f"{r['objects_local']}/{r['objects_total']}",
-                f"{format_size(r['bytes_local'])}/{format_size(r['bytes_total'])}",
-                f"{100 * r['fraction_local']:.1f}%", f"{format_size(r['rate_bytes_per_s'])}/s",
-                "-" if r["eta_s"] is None else f"{r['eta_s']:.0f} s", str(len(r["owners"]))]
+              [[str(r.url), r.state.value, f"{r.objects_local}/{r.objects_total}",
+                f"{format_size(r.bytes_local)}/{format_size(r.bytes_total)}",
+                f"{100 * r.fraction_local:.1f}%", f"{format_size(r.rate_bytes_per_s)}/s",
+                "-" if r.eta_s is None else f"{r.eta_s:.0f} s", str(len(r.owners))]
                for r in rows])
     for r in rows:
-        for err in r["errors"][:5]:
-            out.warn(f"{r['url']}: {err['key']}: {err['message']}")
+        for err in r.errors[:5]:
+            out.warn(f"{r.url}: {err.key}: {err.message}")
     return EXIT_OK
 
 

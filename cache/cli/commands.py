@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import functools
 
 from ..config import Config, format_size
-from ..engine import Engine, PrefetchReport
-from ..engine import maintenance as m
+from ..engine import Engine, EngineStats, PrefetchReport
 from ..urls import parse_url
 from .output import Output
 
@@ -21,18 +19,18 @@ async def run_in_process(args: argparse.Namespace, config: Config, out: Output) 
 
 
 async def _prefetch(engine: Engine, args: argparse.Namespace, out: Output) -> int:
-    url = str(parse_url(args.url).as_dataset())
-    with out.progress(url) as update:
-        report = await engine.prefetch(url, owner=args.owner, progress=update)
-    return report_prefetch(report, out, engine.snapshot_counters())
+    ds = parse_url(args.url).as_dataset()
+    with out.progress(str(ds)) as update:
+        report = await engine.prefetch(ds, owner=args.owner, progress=update)
+    return report_prefetch(report, out, engine.stats())
 
 
-def report_prefetch(report: PrefetchReport, out: Output,
-                    counters: dict[str, int] | None = None) -> int:
-    """Print a prefetch's outcome; `counters` (retries, integrity failures…) go in JSON."""
+def report_prefetch(report: PrefetchReport, out: Output, stats: EngineStats | None = None) -> int:
+    """Print a prefetch's outcome; the engine's `stats` (retries, integrity failures…) go in
+    JSON under `counters`."""
     if out.json_mode:
         out.json({
-            "counters": counters or {},
+            "counters": stats.as_json() if stats else {},
             "url": report.url, "local_dir": str(report.local_dir),
             "objects_total": report.objects_total, "bytes_total": report.bytes_total,
             "objects_downloaded": report.objects_downloaded,
@@ -63,7 +61,7 @@ def report_prefetch(report: PrefetchReport, out: Output,
 
 
 async def _path(engine: Engine, args: argparse.Namespace, out: Output) -> int:
-    path = engine.local_path(args.url)
+    path = engine.local_path(parse_url(args.url))
     if out.json_mode:
         out.json({"url": args.url, "path": str(path), "exists": path.exists()})
     else:
@@ -72,31 +70,35 @@ async def _path(engine: Engine, args: argparse.Namespace, out: Output) -> int:
 
 
 async def _status(engine: Engine, args: argparse.Namespace, out: Output) -> int:
-    rows = await engine.db(m.statuses, engine, args.url)
-    usage = await engine.db(engine.usage)
+    if args.url:
+        one = await engine.status(parse_url(args.url))
+        rows = [] if one is None else [one]
+    else:
+        rows = await engine.statuses()
+    usage = await engine.usage()
     if out.json_mode:
-        out.json({"datasets": [r.as_json() for r in rows], "cache_dir": str(engine.layout.root),
+        out.json({"datasets": [r.as_json() for r in rows], "cache_dir": str(engine.root),
                   "published_bytes": usage.published, "max_bytes": engine.config.max_bytes,
                   "disk_free_bytes": usage.disk_free})
         return EXIT_OK if rows or not args.url else EXIT_FAILED
     if args.url and not rows:
-        out.error(f"{args.url} is not in the cache at {engine.layout.root}; run "
+        out.error(f"{args.url} is not in the cache at {engine.root}; run "
                   "`shardcache prefetch` first")
         return EXIT_FAILED
-    out.table(f"shardcache at {engine.layout.root}  ({format_size(usage.published)} cached"
+    out.table(f"shardcache at {engine.root}  ({format_size(usage.published)} cached"
               + (f" of {format_size(engine.config.max_bytes)}" if engine.config.max_bytes else "")
               + ")", ["dataset", "state", "objects", "bytes", "local", "owners"],
-              [[r.url, r.state, f"{r.objects_local}/{r.objects_total}",
+              [[str(r.url), r.state.value, f"{r.objects_local}/{r.objects_total}",
                 f"{format_size(r.bytes_local)}/{format_size(r.bytes_total)}",
                 f"{100 * r.fraction_local:.1f}%", str(len(r.owners))] for r in rows])
     for r in rows:
         for err in r.errors[:5]:
-            out.warn(f"{r.url}: {err['key']}: {err['message']}")
+            out.warn(f"{r.url}: {err.key}: {err.message}")
     return EXIT_OK
 
 
 async def _verify(engine: Engine, args: argparse.Namespace, out: Output) -> int:
-    report = await engine.db(m.verify, engine, args.url)
+    report = await engine.verify(parse_url(args.url) if args.url else None)
     if out.json_mode:
         out.json({"checked": report.checked, "ok": report.ok, "corrupt": report.corrupt,
                   "missing": report.missing, "stray": report.stray})
@@ -113,8 +115,8 @@ async def _verify(engine: Engine, args: argparse.Namespace, out: Output) -> int:
 
 
 async def _evict(engine: Engine, args: argparse.Namespace, out: Output) -> int:
-    objects, nbytes = await engine.db(functools.partial(m.evict, force=args.force), engine,
-                                      args.url)
+    evicted = await engine.evict(parse_url(args.url), force=args.force)
+    objects, nbytes = evicted.objects_removed, evicted.bytes_removed
     if out.json_mode:
         out.json({"url": args.url, "objects_removed": objects, "bytes_removed": nbytes})
     else:

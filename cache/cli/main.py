@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import os
 import signal
 import sqlite3
@@ -18,11 +17,12 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from .. import __version__
-from ..config import Config, RetryPolicy, parse_size
-from ..errors import CacheError, ConfigError, redact
+from ..config import Config, parse_size
+from ..errors import CacheError, ConfigError, codes_of, is_disk_full, redact
+from ..retry import Retry
 from .output import Output
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1  # and 2 for a usage error: the `config` kind (errors.CODES)
 #: 128 + SIGTERM, what a shell reports for a process killed by SIGTERM: callers (kubelet,
 #: systemd, scripts) already read it as "stopped on request", not "the work failed"
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -107,7 +107,7 @@ def make_config(args: argparse.Namespace, env: dict[str, str] | None = None) -> 
         if env.get(name):
             overrides[attr] = _positive(env, name)
     if env.get("SHARDCACHE_RETRY_ATTEMPTS"):
-        overrides["retry"] = RetryPolicy(
+        overrides["retry"] = Retry(
             max_attempts=max(1, int(_positive(env, "SHARDCACHE_RETRY_ATTEMPTS"))))
     return Config.from_env(env, **overrides)
 
@@ -159,7 +159,7 @@ def _run_wait(args: argparse.Namespace, agent: str | None, out: Output) -> int:
         return wait.wait_with_agent(args, agent, out)
     if data_dir:
         return wait.wait_on_status_file(args, data_dir, out)
-    return run_cancellable(wait.wait_in_process(args, make_config(args), out))
+    return wait.wait_in_process(args, make_config(args), out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,12 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error("terminated: downloads in flight were cancelled and their staging files "
                   "removed; nothing partial was published. Run the command again to finish")
         return EXIT_TERMINATED
-    except ConfigError as e:
+    except CacheError as e:  # the exit status of its kind: 2 to fix the command line, else 1
         out.error(redact(str(e)))
-        return EXIT_USAGE
-    except CacheError as e:
-        out.error(redact(str(e)))
-        return EXIT_FAILED
+        return codes_of(e.kind).exit
     except sqlite3.Error as e:
         out.error(redact(_sqlite_message(e)))
         return EXIT_FAILED
@@ -208,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _os_message(e: OSError) -> str:
     where = f" ({e.filename})" if e.filename else ""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(e):
         return (f"the disk holding the cache is full{where}; files already complete were "
                 "kept. Free space, or set --max-bytes / SHARDCACHE_MAX_BYTES below what the "
                 "disk can hold, and run the command again")
@@ -217,7 +214,7 @@ def _os_message(e: OSError) -> str:
 
 def _sqlite_message(e: sqlite3.Error) -> str:
     text = str(e)
-    if "full" in text:
+    if is_disk_full(e):
         return ("the disk holding the cache index is full; files already complete were kept. "
                 "Free space, or set --max-bytes / SHARDCACHE_MAX_BYTES below what the disk can "
                 "hold, and run the command again")

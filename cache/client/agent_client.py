@@ -15,16 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import errors
-
-_KINDS: dict[str, type[errors.CacheError]] = {
-    cls.kind: cls
-    for cls in (
-        errors.ConfigError, errors.UnsafeKeyError, errors.NotFoundError,
-        errors.AccessDeniedError, errors.PolicyDeniedError, errors.UnavailableError,
-        errors.OverCapacityError, errors.IntegrityError, errors.VersionChangedError,
-        errors.CacheStateError,
-    )
-}
+from ..status import DatasetStatus
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -67,19 +58,19 @@ class AgentClient:
             return False
 
     def register(self, url: str, owner: str, namespace: str | None = None,
-                 prefetch: str = "all") -> dict[str, Any]:
+                 prefetch: str = "all") -> DatasetStatus:
         body = {"url": url, "owner": owner, "namespace": namespace, "prefetch": prefetch}
-        return dict(self._request("POST", "/v1/datasets", body))
+        return _status(self._request("POST", "/v1/datasets", body))
 
     def release(self, url: str, owner: str) -> None:
         self._request("POST", "/v1/datasets/release", {"url": url, "owner": owner})
 
-    def datasets(self) -> list[dict[str, Any]]:
-        return list(self._request("GET", "/v1/datasets")["datasets"])
+    def datasets(self) -> list[DatasetStatus]:
+        return [_status(d) for d in self._request("GET", "/v1/datasets")["datasets"]]
 
-    def status(self, url: str) -> dict[str, Any]:
+    def status(self, url: str) -> DatasetStatus:
         query = urllib.parse.urlencode({"url": url})
-        return dict(self._request("GET", "/v1/datasets/status?" + query))
+        return _status(self._request("GET", "/v1/datasets/status?" + query))
 
     def fetch(self, url: str) -> str | None:
         """Make one object local now; its path, or None when it must be read through."""
@@ -114,10 +105,18 @@ class AgentClient:
         return json.loads(data) if data else {}
 
 
+def _status(doc: Any) -> DatasetStatus:
+    try:
+        return DatasetStatus.from_json(doc)
+    except (KeyError, TypeError, ValueError) as e:
+        raise errors.UnavailableError(f"the shardcache agent sent a status that is not one: "
+                                      f"{e}") from e
+
+
 def _error_from(status: int, data: bytes) -> errors.CacheError:
     try:
         err = json.loads(data)["error"]
-        cls = _KINDS.get(err.get("kind", ""), errors.CacheError)
+        cls = errors.CLASSES.get(err.get("kind", ""), errors.CacheError)
         return cls(str(err.get("message", "")))
     except (ValueError, KeyError, TypeError):
         text = data[:200].decode("utf-8", "replace")

@@ -44,9 +44,25 @@ def _make(key: tuple[str | None, ...], build: Callable[[], Client]) -> Client:
         if key not in _clients:
             _clients[key] = build()
             if not _atexit_registered:
-                atexit.register(close_default_clients)
+                _at_exit(close_default_clients)
                 _atexit_registered = True
         return _clients[key]
+
+
+def _at_exit(fn: Callable[[], None]) -> None:
+    """Run `fn` at exit, before the thread pools stop taking work.
+
+    At interpreter exit, `concurrent.futures` stops every thread pool (its workers mark their
+    executor shut down) before `atexit` handlers run, so a client closed from `atexit` found
+    its engine's threads refusing the close itself ("cannot schedule new futures after
+    shutdown", a traceback on every exit with a prefetch running). `threading` runs its own
+    exit hooks first, newest first, and concurrent.futures registers there: a hook registered
+    there after it runs before it. It is a private hook, hence the fallback."""
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # pragma: no cover - every CPython since 3.9 has it
+        atexit.register(fn)
+    else:
+        register(fn)
 
 
 def client_for(

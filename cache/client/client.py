@@ -194,18 +194,19 @@ class Client:
 
     def _miss(self, url: str) -> str | bytes:
         """The local path after fetching, or the bytes read directly from the store."""
+        parsed = parse_url(url)
         if self.agent is not None:
             try:
-                path = self.agent.fetch(url)
+                path = self.agent.fetch(str(parsed))
             except UnavailableError:
                 self._count("fallbacks")
-                return self.remote.read(url)
+                return self.remote.read(parsed)
         else:
-            fetched = self.engine.fetch(url).path
+            fetched = self.engine.fetch(parsed).path
             path = None if fetched is None else str(fetched)
         if path is None:
             self._count("read_through")
-            return self.remote.read(url)
+            return self.remote.read(parsed)
         return path
 
     @property
@@ -235,7 +236,7 @@ class Client:
             known = known_entries(Layout(cache).index_path, url.store, start)
             if known is not None:
                 return known
-        infos = self.remote.list_objects(str(url.child(start)))
+        infos = self.remote.list_objects(url.child(start))
         return [listing.Entry(i.key, i.size) for i in infos]
 
     def ls(self, url: str) -> list[dict[str, Any]]:

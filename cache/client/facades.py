@@ -15,10 +15,9 @@ from typing import TypeVar
 
 from ..backends.base import Backend, ObjectInfo
 from ..config import Config
-from ..engine import Engine, FetchResult, PrefetchReport
+from ..engine import DatasetStatus, Engine, FetchResult, PrefetchReport
 from ..engine.download import with_retries
-from ..engine.maintenance import statuses
-from ..urls import StoreURL, parse_url
+from ..urls import StoreURL
 from ._loop import LoopThread, abandon
 
 T = TypeVar("T")
@@ -36,7 +35,7 @@ class InProcessEngine:
         self.config = config
         self._loop = LoopThread("shardcache-engine")
         self._opening: asyncio.Future[Engine] | None = None
-        self._tasks: dict[str, asyncio.Task[PrefetchReport]] = {}
+        self._tasks: dict[StoreURL, asyncio.Task[PrefetchReport]] = {}
 
     def __enter__(self) -> InProcessEngine:
         return self
@@ -44,31 +43,30 @@ class InProcessEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def fetch(self, url: str) -> FetchResult:
+    def fetch(self, url: StoreURL) -> FetchResult:
         return self._run(lambda e: e.fetch(url), FETCH_TIMEOUT_S)
 
-    def prefetch(self, url: str) -> PrefetchReport:
-        return self._run(lambda e: e.prefetch(url), FETCH_TIMEOUT_S * 6)
+    def prefetch(self, ds: StoreURL) -> PrefetchReport:
+        return self._run(lambda e: e.prefetch(ds), FETCH_TIMEOUT_S * 6)
 
-    def start_prefetch(self, url: str) -> None:
+    def start_prefetch(self, ds: StoreURL) -> None:
         """Start a prefetch on the engine's loop and return at once (once per dataset)."""
 
         async def start(engine: Engine) -> None:
-            if url not in self._tasks or self._tasks[url].done():
-                self._tasks[url] = asyncio.create_task(engine.prefetch(url))
+            if ds not in self._tasks or self._tasks[ds].done():
+                self._tasks[ds] = asyncio.create_task(engine.prefetch(ds))
 
         self._run(start, self.config.read_timeout_s)
 
-    def fraction_local(self, url: str) -> float | None:
-        """Share of the dataset's bytes that are local; None while it was never listed.
-        Raises what a prefetch started by `start_prefetch` failed with."""
+    def status(self, ds: StoreURL) -> DatasetStatus | None:
+        """The dataset's status (None while it was never listed). Raises what a prefetch
+        started by `start_prefetch` failed with."""
 
-        async def query(engine: Engine) -> float | None:
-            task = self._tasks.get(url)
+        async def query(engine: Engine) -> DatasetStatus | None:
+            task = self._tasks.get(ds)
             if task is not None and task.done() and not task.cancelled():
                 task.result()
-            rows = await engine.db(statuses, engine, url)
-            return rows[0].fraction_local if rows else None
+            return await engine.status(ds)
 
         return self._run(query, self.config.read_timeout_s)
 
@@ -135,9 +133,8 @@ class RemoteStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def read(self, url: str) -> bytes:
+    def read(self, parsed: StoreURL) -> bytes:
         """The whole object, read in parallel ranged parts of one version."""
-        parsed = parse_url(url)
 
         async def read(backend: Backend) -> bytes:
             info = await self._retry(lambda: backend.stat(parsed.path))
@@ -153,17 +150,15 @@ class RemoteStore:
 
         return self._run(parsed, read, FETCH_TIMEOUT_S)
 
-    def stat(self, url: str) -> ObjectInfo:
-        parsed = parse_url(url)
+    def stat(self, parsed: StoreURL) -> ObjectInfo:
         return self._run(
             parsed,
             lambda b: self._retry(lambda: b.stat(parsed.path)),
             self.config.read_timeout_s * 2,
         )
 
-    def list_objects(self, url: str) -> list[ObjectInfo]:
-        """Every object whose key starts with the path of `url`, taken literally."""
-        parsed = parse_url(url)
+    def list_objects(self, parsed: StoreURL) -> list[ObjectInfo]:
+        """Every object whose key starts with the path of `parsed`, taken literally."""
         return self._run(
             parsed, lambda b: self._retry(lambda: b.list_objects(parsed.path)), FETCH_TIMEOUT_S
         )

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
-from .engine import Engine, FetchResult, PrefetchReport, Progress
+from ..status import DatasetState, DatasetStatus, EngineStats, Failure, Progress
+from ..store.maintenance import VerifyReport
+from .engine import Engine, Evicted
+from .fetch import FetchResult
+from .prefetch import PrefetchReport
 
-__all__ = ["Engine", "FetchResult", "PrefetchReport", "Progress"]
+__all__ = [
+    "DatasetState", "DatasetStatus", "Engine", "EngineStats", "Evicted", "Failure",
+    "FetchResult", "PrefetchReport", "Progress", "VerifyReport",
+]

@@ -4,8 +4,8 @@ with bounded retries, and the checks that decide whether the bytes may be publis
 Retries happen at two levels, and neither repeats work that was verified:
 
 - per request: every GET (one whole object or one part) is retried on a transient failure
-  (503/throttling, reset mid-body, short body, timeout) with full-jitter backoff, at most
-  `RetryPolicy.max_attempts` times;
+  (503/throttling, reset mid-body, short body, timeout) with full-jitter backoff, as the
+  `Retry` value (retry.py) allows;
 - per object: when a part still fails after its own attempts, the parts that did arrive whole
   stay in the staging file (their length was checked, and their version was pinned by the
   precondition), and the next round fetches only the missing parts (`PartTracker`).
@@ -17,7 +17,6 @@ uploads carry no whole-object MD5) restarts that one request; there is nothing s
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import random
 import threading
@@ -27,31 +26,25 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..backends.base import Backend, ObjectInfo
-from ..config import Config, RetryPolicy
-from ..errors import IntegrityError, OverCapacityError, UnavailableError, VersionChangedError
+from ..config import Config
+from ..errors import (
+    IntegrityError,
+    OverCapacityError,
+    StalledError,
+    VersionChangedError,
+    is_disk_full,
+)
+from ..retry import Level, Retry, is_retryable
 from ..store import files
 from .locks import PrioritySemaphore
 
 T = TypeVar("T")
-
-#: errno values that mean "the disk is full", not "this download is broken"
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
 
 def plan_parts(size: int, threshold: int, part_size: int) -> list[tuple[int, int]]:
     """[start, end) ranges for an object: one range up to `threshold`, else `part_size` parts."""
     if size <= threshold:
         return [(0, size)]
     return [(start, min(start + part_size, size)) for start in range(0, size, part_size)]
-
-
-def is_retryable(error: BaseException) -> bool:
-    """Transient failures worth another attempt: the store was unavailable or sent bytes that
-    did not add up (a reset mid-body looks like a short read). A changed version is not
-    transient: the caller starts over against the new version instead."""
-    if isinstance(error, VersionChangedError):
-        return False
-    return isinstance(error, (UnavailableError, IntegrityError, TimeoutError))
 
 
 def worst_error(errors: list[BaseException]) -> BaseException:
@@ -64,41 +57,6 @@ def worst_error(errors: list[BaseException]) -> BaseException:
         if not is_retryable(e):
             return e
     return errors[0]
-
-
-class StalledError(UnavailableError):
-    """A request got no complete answer within `read_timeout_s`. A stalled store is rarely
-    cured by asking again at once, so a stall uses up the retry budget faster: one more
-    attempt, and no further object round. That bounds a dead-but-connected endpoint to about
-    two timeouts per request instead of hanging for many."""
-
-
-#: rounds per object after transient failures; each round already retried every part
-#: `max_attempts` times, so 3 rounds make an object survive 40% failing requests with a
-#: chance of about 1e-6 of giving up, while a dead endpoint still fails within seconds
-OBJECT_ROUNDS = 3
-
-
-def next_attempt(attempt: int, error: BaseException, policy: RetryPolicy) -> int:
-    """The attempt number after `attempt` failed with `error` (pure)."""
-    if isinstance(error, StalledError):
-        return max(attempt + 1, policy.max_attempts - 1)
-    return attempt + 1
-
-
-def object_round_decision(error: BaseException, round_no: int, max_attempts: int) -> bool:
-    """Whether an object whose round `round_no` failed with `error` gets another round (pure).
-
-    A changed version is handled by the caller (start over on the new version), a stall and a
-    permanent error end the object; bytes that did not add up get `max_attempts` rounds, as
-    the whole-object retry always did; other transient failures `OBJECT_ROUNDS`."""
-    if isinstance(error, (VersionChangedError, StalledError)):
-        return False
-    if isinstance(error, IntegrityError):
-        return round_no < max_attempts
-    if isinstance(error, UnavailableError):
-        return round_no < OBJECT_ROUNDS
-    return False
 
 
 @dataclass
@@ -158,19 +116,20 @@ class OrderedMD5:
             return self._md5.hexdigest() if done else None
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy,
+async def with_retries(call: Callable[[], Awaitable[T]], retry: Retry,
                        on_retry: Callable[[BaseException], None] | None = None) -> T:
-    attempt = 1
+    """`call()` until it succeeds or the request budget of `retry` is spent."""
     while True:
         try:
             return await call()
         except Exception as e:
-            if not policy.should_retry(attempt, is_retryable(e)):
+            after = retry.increment(e, Level.REQUEST)
+            if after is None:
                 raise
             if on_retry:
                 on_retry(e)
-            await asyncio.sleep(policy.backoff_s(attempt, random.random()))
-            attempt = next_attempt(attempt, e, policy)
+            await asyncio.sleep(retry.backoff_s(random.random()))
+            retry = after
 
 
 class Downloader:
@@ -233,7 +192,7 @@ class Downloader:
             return await asyncio.get_running_loop().run_in_executor(
                 self._io, fn, staging, *args)
         except OSError as e:
-            if e.errno in DISK_FULL:
+            if is_disk_full(e):
                 raise OverCapacityError(
                     f"the disk holding the cache is full ({e.strerror}); free space, or set "
                     "--max-bytes / SHARDCACHE_MAX_BYTES below what the disk can hold") from e

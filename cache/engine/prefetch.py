@@ -6,180 +6,169 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from .. import keys as keymap
-from ..backends.base import Backend, ObjectInfo
-from ..errors import CacheStateError, OverCapacityError
-from ..store.layout import open_dir
+from ..backends.base import ObjectInfo
+from ..errors import OverCapacityError, is_disk_full, kind_of, redact
+from ..status import DatasetState, Failure, Progress
+from ..store.store import Protect, Store
 from ..urls import StoreURL
 from .download import with_retries
-from .engine import (
-    PRIORITY_PREFETCH,
-    Engine,
-    Failure,
-    PrefetchReport,
-    Progress,
-    failure_of,
-    progress_add,
-)
+from .fetch import PRIORITY_PREFETCH, Backends, Fetcher, Tally
 
 
-async def run_prefetch(engine: Engine, ds: StoreURL, owner: str | None,
-                       progress: Callable[[Progress], None] | None,
-                       download: bool) -> PrefetchReport:
-    started = time.monotonic()
-    url = str(ds)
-    backend = await engine.backend(ds)
-    listing = await with_retries(lambda: backend.list_objects(ds.prefix), engine.config.retry)
-    accepted, refused = keymap.plan_paths(o.key for o in listing)
-    ok = set(accepted)
-    objects = [o for o in listing if o.key in ok]
-    await engine.db(_record_listing, engine, ds, objects, owner)
-    # The directory exists from the moment the dataset is known, empty or not, so that a bind
-    # mount can be made before the first file arrives.
-    await engine.io(_make_dataset_dir, engine, ds)
-    local = await engine.db(engine.local_keys, ds, objects)
-    todo = [o for o in objects if o.key not in local]
-    state = Progress(url, len(objects), sum(o.size for o in objects),
-                     objects_done=len(local), bytes_done=sum(o.size for o in objects
-                                                             if o.key in local),
-                     started_at=time.time())
-    engine.live[url] = state
-    if progress:
-        progress(state)
-    failed: list[Failure] = []
-    not_cached: list[str] = []
-    downloaded = [0, 0]
-    if download and todo:
+@dataclass(frozen=True)
+class PrefetchReport:
+    url: str
+    local_dir: Path
+    objects_total: int
+    bytes_total: int
+    objects_downloaded: int
+    bytes_downloaded: int
+    objects_already_local: int
+    refused: list[keymap.KeyRefusal] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    not_cached: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def failure_of(key: str, error: BaseException) -> Failure:
+    return Failure(key, kind_of(error), redact(str(error)) or type(error).__name__)
+
+
+@dataclass
+class _Run:
+    """One prefetch's working state (what it downloaded, what failed, its progress)."""
+
+    ds: StoreURL
+    progress: Progress
+    report: Callable[[Progress], None]
+    failed: list[Failure] = field(default_factory=list)
+    not_cached: list[str] = field(default_factory=list)
+    objects_downloaded: int = 0
+    bytes_downloaded: int = 0
+
+    def advance(self, info: ObjectInfo, outcome: str) -> None:
+        if outcome == "downloaded":
+            self.objects_downloaded += 1
+            self.bytes_downloaded += info.size
+        local = outcome in ("downloaded", "local")
+        self.progress = self.progress.add(objects=1, nbytes=info.size if local else 0,
+                                          failed=int(outcome == "failed"))
+        self.report(self.progress)
+
+
+class Prefetcher:
+    """Runs prefetches over one engine's store, backends and fetcher."""
+
+    def __init__(self, store: Store, backends: Backends, fetcher: Fetcher, tally: Tally) -> None:
+        self._store = store
+        self._backends = backends
+        self._fetcher = fetcher
+        self._tally = tally
+
+    async def run(self, ds: StoreURL, owner: str | None, report: Callable[[Progress], None],
+                  download: bool) -> PrefetchReport:
+        started = time.monotonic()
+        store, url = self._store, str(ds)
+        report(Progress(url, 0, 0, started_at=time.time(), listed=False))
+        backend = await self._backends.get(ds)
+        listing = await with_retries(lambda: backend.list_objects(ds.prefix),
+                                     store.config.retry)
+        accepted, refused = keymap.plan_paths(o.key for o in listing)
+        ok = set(accepted)
+        objects = [o for o in listing if o.key in ok]
+        await store.call(store.record_listing, ds, objects, owner)
+        # The directory exists from the moment the dataset is known, empty or not, so that a
+        # bind mount can be made before the first file arrives.
+        local_dir = await store.call(store.make_dataset_dir, ds)
+        local = await store.call(store.local_keys, ds, objects)
+        todo = [o for o in objects if o.key not in local]
+        run = _Run(ds, Progress(url, len(objects), sum(o.size for o in objects),
+                                objects_done=len(local),
+                                bytes_done=sum(o.size for o in objects if o.key in local),
+                                started_at=time.time()), report)
+        report(run.progress)
+        if download and todo:
+            try:
+                await self._download_all(run, todo)
+            except asyncio.CancelledError:
+                # SIGTERM or an abandoned request: say so in status instead of "downloading"
+                await asyncio.shield(store.call(store.set_state, ds, DatasetState.INTERRUPTED,
+                                                _errors(run.failed, refused)))
+                raise
+        final = _final_state(run.failed, run.not_cached, refused, download, todo)
         try:
-            await _download_all(engine, backend, ds, todo, failed, not_cached, downloaded,
-                                progress)
-        except asyncio.CancelledError:
-            # SIGTERM or an abandoned request: say so in status instead of "downloading"
-            await asyncio.shield(engine.db(engine.index.set_dataset_state, url, "interrupted",
-                                           _errors(failed, refused)))
-            raise
-    final = _final_state(failed, not_cached, refused, download, todo)
-    try:
-        await engine.db(engine.index.set_dataset_state, url, final, _errors(failed, refused))
-    except sqlite3.OperationalError as e:
-        if "full" not in str(e):
-            raise
-        # the disk is full: the files that were published stand, and the report below is
-        # still the truth; only the dataset's stored state could not be updated
-        failed.append(Failure(url, "over_capacity", "the disk holding the cache is full; "
-                              "the dataset's state in the index could not be updated"))
-    return PrefetchReport(
-        url=url, local_dir=engine.layout.dataset_dir(ds), objects_total=len(objects),
-        bytes_total=sum(o.size for o in objects), objects_downloaded=downloaded[0],
-        bytes_downloaded=downloaded[1], objects_already_local=len(local), refused=refused,
-        failed=failed, not_cached=not_cached, seconds=time.monotonic() - started)
+            await store.call(store.set_state, ds, final, _errors(run.failed, refused))
+        except sqlite3.OperationalError as e:
+            if not is_disk_full(e):
+                raise
+            # the disk is full: the files that were published stand, and the report below is
+            # still the truth; only the dataset's stored state could not be updated
+            run.failed.append(Failure(url, "over_capacity", "the disk holding the cache is "
+                                      "full; the dataset's state in the index could not be "
+                                      "updated"))
+        return PrefetchReport(
+            url=url, local_dir=local_dir, objects_total=len(objects),
+            bytes_total=sum(o.size for o in objects),
+            objects_downloaded=run.objects_downloaded, bytes_downloaded=run.bytes_downloaded,
+            objects_already_local=len(local), refused=refused, failed=run.failed,
+            not_cached=run.not_cached, seconds=time.monotonic() - started)
+
+    async def _download_all(self, run: _Run, todo: list[ObjectInfo]) -> None:
+        protect = ((run.ds.store, run.ds.prefix),)
+        queue = iter(sorted(todo, key=lambda o: -o.size))  # big first: they bound the makespan
+
+        async def worker() -> None:
+            for info in queue:
+                run.advance(info, await self._one(run, info, protect))
+
+        n = min(self._store.config.max_concurrency, len(todo))
+        # A TaskGroup, not gather: when the prefetch is cancelled, gather returns as soon as
+        # the first worker ends cancelled, while its siblings are still cleaning up
+        # (discarding their staging files); the group waits for every one of them.
+        async with asyncio.TaskGroup() as group:
+            for _ in range(n):
+                group.create_task(worker())
+
+    async def _one(self, run: _Run, info: ObjectInfo, protect: Protect) -> str:
+        """"downloaded", "local" (someone else did), "failed" or "not_cached" (over budget)."""
+        store = self._store
+
+        async def new_version(new: ObjectInfo) -> None:
+            await store.call(store.update_manifest_row, run.ds, new)
+
+        try:
+            result = await self._fetcher.ensure_current(run.ds.child(info.key), info,
+                                                        PRIORITY_PREFETCH, protect, new_version)
+        except Exception as e:  # one object's failure must not stop the others
+            self._tally.objects_failed += 1
+            if isinstance(e, OverCapacityError):
+                self._tally.disk_full += 1
+            run.failed.append(failure_of(info.key, e))
+            return "failed"
+        if result.path is None:
+            run.not_cached.append(info.key)
+            return "not_cached"
+        return "downloaded" if result.downloaded else "local"
 
 
-def _errors(failed: list[Failure], refused: list[keymap.KeyRefusal]) -> list[dict[str, str]]:
+def _errors(failed: list[Failure], refused: list[keymap.KeyRefusal]) -> list[Failure]:
     """What status shows about a dataset's last run: failed keys first, then refused ones."""
-    errors = [{"key": f.key, "kind": f.kind, "message": f.message} for f in failed]
-    errors += [{"key": r.key, "kind": "unsafe_key", "message": r.reason} for r in refused]
-    return errors[:1000]
+    return [*failed, *(Failure(r.key, "unsafe_key", r.reason) for r in refused)]
 
 
 def _final_state(failed: list[Failure], not_cached: list[str],
                  refused: list[keymap.KeyRefusal], download: bool,
-                 todo: list[ObjectInfo]) -> str:
+                 todo: list[ObjectInfo]) -> DatasetState:
     if failed:
-        return "failed"
+        return DatasetState.FAILED
     if not_cached or refused or (todo and not download):
-        return "partial"
-    return "complete"
-
-
-def _make_dataset_dir(engine: Engine, ds: StoreURL) -> None:
-    segments = engine.layout.store_segments(ds) + [p for p in ds.prefix.split("/") if p]
-    try:
-        with open_dir(engine.layout.data_dir, segments, create=True):
-            pass
-    except OSError as e:
-        # never followed, never replaced behind the operator's back: refuse and say how to fix
-        raise CacheStateError(
-            f"cannot use {engine.layout.dataset_dir(ds)} as the directory of {ds}: "
-            f"{e.strerror}; a symbolic link or a file is in the way. Run `shardcache verify` "
-            "(it removes links and files that are not the cache's), then prefetch again") from e
-
-
-def _record_listing(engine: Engine, ds: StoreURL, objects: list[ObjectInfo],
-                    owner: str | None) -> None:
-    """Save the manifest and drop local files whose keys no longer exist remotely."""
-    idx = engine.index
-    idx.begin()
-    try:
-        url = str(ds)
-        idx.save_manifest(url, ds.store, ds.prefix, objects, time.time())
-        idx.set_dataset_state(url, "downloading", [])
-        if owner:
-            idx.pin(url, owner)
-        listed = {o.key for o in objects}
-        gone = [e.key for e in idx.entries(ds.store, ds.prefix) if e.key not in listed]
-        for key in gone:
-            engine._evict_one(ds.store, key)
-        idx.commit()
-    except BaseException:
-        idx.rollback()
-        raise
-
-
-async def _download_all(engine: Engine, backend: Backend, ds: StoreURL,
-                        todo: list[ObjectInfo], failed: list[Failure], not_cached: list[str],
-                        downloaded: list[int],
-                        progress: Callable[[Progress], None] | None) -> None:
-    url = str(ds)
-    protect = ((ds.store, ds.prefix),)
-    queue = iter(sorted(todo, key=lambda o: -o.size))  # big first: they bound the makespan
-
-    async def worker() -> None:
-        for info in queue:
-            outcome = await _one(engine, backend, ds, info, protect, failed, not_cached)
-            if outcome == "downloaded":
-                downloaded[0] += 1
-                downloaded[1] += info.size
-            local = outcome in ("downloaded", "local")
-            engine.live[url] = progress_add(engine.live[url], objects=1,
-                                            nbytes=info.size if local else 0,
-                                            failed=int(outcome == "failed"))
-            if progress:
-                progress(engine.live[url])
-
-    n = min(engine.config.max_concurrency, len(todo))
-    # A TaskGroup, not gather: when the prefetch is cancelled, gather returns as soon as the
-    # first worker ends cancelled, while its siblings are still cleaning up (discarding their
-    # staging files); the group waits for every one of them.
-    async with asyncio.TaskGroup() as group:
-        for _ in range(n):
-            group.create_task(worker())
-
-
-async def _one(engine: Engine, backend: Backend, ds: StoreURL, info: ObjectInfo,
-               protect: tuple[tuple[str, str], ...], failed: list[Failure],
-               not_cached: list[str]) -> str:
-    """"downloaded", "local" (someone else did), "failed" or "not_cached" (over budget)."""
-    target = ds.child(info.key)
-
-    async def new_version(new: ObjectInfo) -> None:
-        await engine.db(_update_manifest_row, engine, str(ds), new)
-
-    try:
-        result = await engine.ensure_current(target, info, PRIORITY_PREFETCH, protect,
-                                             new_version)
-    except Exception as e:  # one object's failure must not stop the others
-        engine.counters["objects_failed"] += 1
-        if isinstance(e, OverCapacityError):
-            engine.counters["disk_full"] += 1
-        failed.append(failure_of(info.key, e))
-        return "failed"
-    if result.path is None:
-        not_cached.append(info.key)
-        return "not_cached"
-    return "downloaded" if result.downloaded else "local"
-
-
-def _update_manifest_row(engine: Engine, url: str, info: ObjectInfo) -> None:
-    engine.index.update_manifest_row(url, info)
+        return DatasetState.PARTIAL
+    return DatasetState.COMPLETE

@@ -20,12 +20,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..backends.base import ObjectInfo
-from ..errors import CacheStateError
+from ..errors import CacheStateError, is_disk_full
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects(
@@ -83,6 +84,16 @@ def _dataset_row(r: tuple[Any, ...]) -> DatasetRow:
                       bytes_total=r[5], state=r[6], errors=json.loads(r[7]), last_used=r[8])
 
 
+#: how long a statement waits for another process's lock on the index
+_BUSY_TIMEOUT_S = 60.0
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED (the low byte of an extended result code)."""
+    code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def process_start_ticks(pid: int) -> int:
     """Start time of `pid` in clock ticks since boot (0 if unknown): pid + start time names a
     process uniquely even after its pid is reused."""
@@ -109,33 +120,56 @@ class Index:
 
     def __init__(self, path: Path) -> None:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE where it matters)
-        self._db = sqlite3.connect(path, timeout=60.0, isolation_level=None,
+        self._db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._setup()
         except sqlite3.DatabaseError as e:
             self._db.close()
-            if "full" in str(e):
+            if is_disk_full(e) or _is_busy(e):
                 raise
             # a damaged index cannot be checked, so nothing it says may be trusted
             raise CacheStateError(
                 f"the cache index {path} is damaged ({e}); remove the cache directory "
                 f"{path.parent} to start afresh") from e
 
+    def _setup(self) -> None:
+        """WAL mode and the schema. Switching a fresh file to WAL takes an exclusive lock and
+        SQLite answers BUSY at once, without its busy handler, when another process opening
+        the same fresh cache holds it: that is a moment to wait, not damage."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
     def close(self) -> None:
         self._db.close()
 
     # -- transactions -------------------------------------------------------------------
-    def begin(self) -> None:
-        """BEGIN IMMEDIATE: take the write lock now, so capacity checks are not racy."""
+    @contextmanager
+    def transaction(self) -> Iterator[Index]:
+        """BEGIN IMMEDIATE (take the write lock now, so capacity checks are not racy), then
+        COMMIT, or ROLLBACK on any exception (cancellation included), as sqlite3's connection
+        does as a context manager; `rollback()` ends it early, with nothing written."""
         self._db.execute("BEGIN IMMEDIATE")
-
-    def commit(self) -> None:
-        self._db.execute("COMMIT")
+        try:
+            yield self
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
 
     def rollback(self) -> None:
+        """Inside `transaction()`: undo what it wrote; the context then commits nothing."""
         self._db.execute("ROLLBACK")
 
     # -- objects ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -42,13 +43,23 @@ class Layout:
         """Directory segments of a store under data/: scheme, then bucket."""
         return [url.scheme, url.bucket.strip("/")]
 
+    def dataset_segments(self, url: StoreURL) -> list[str]:
+        """Directory segments of a dataset's directory under data/ (the one place that says
+        where a dataset lives; `dataset_dir` is the same as a path)."""
+        return [*self.store_segments(url), *(p for p in url.prefix.split("/") if p)]
+
     def dataset_dir(self, url: StoreURL) -> Path:
-        prefix = url.prefix.rstrip("/")
-        base = self.data_dir.joinpath(*self.store_segments(url))
-        return base / prefix if prefix else base
+        return self.data_dir.joinpath(*self.dataset_segments(url))
 
     def object_path(self, url: StoreURL) -> Path:
         return self.data_dir.joinpath(*self.store_segments(url), url.path)
+
+    def local_path(self, url: StoreURL) -> Path:
+        """The directory of a dataset URL (ending in / or naming a whole bucket), else the file
+        of an object key."""
+        if not url.path or url.path.endswith("/"):
+            return self.dataset_dir(url)
+        return self.object_path(url)
 
     def prepare(self) -> None:
         """Create the root and its fixed entries; refuse a root that is a symlink."""
@@ -68,14 +79,16 @@ class Layout:
         try:
             found = json.loads(_read_nofollow(self.format_path))["format"]
         except FileNotFoundError:
-            if self.index_path.exists():
-                # an index without FORMAT was written by something we cannot identify
+            # FORMAT is written before the index is created, so an index without FORMAT is
+            # foreign, unless another process opening this fresh cache wrote FORMAT since we
+            # looked (checked in that order: index first, then FORMAT)
+            if self.index_path.exists() and not self.format_path.exists():
                 raise CacheStateError(
                     f"{self.root} has an index but no FORMAT file, so its on-disk format is "
                     "unknown; remove the cache directory to start afresh") from None
-            tmp = self.root / ".FORMAT.tmp"
-            tmp.write_text(json.dumps({"format": FORMAT_VERSION}) + "\n")
-            os.replace(tmp, self.format_path)
+            if self.format_path.exists():
+                return self._check_format()  # the other process's: check what it says
+            _write_format(self.root, self.format_path)
             return
         except (ValueError, KeyError, TypeError) as e:
             raise CacheStateError(
@@ -87,6 +100,20 @@ class Layout:
                 f"the cache at {self.root} has on-disk format {found}, this shardcache "
                 f"understands {FORMAT_VERSION}; remove the directory or use a matching version"
             )
+
+
+def _write_format(root: Path, target: Path) -> None:
+    """Write FORMAT atomically. The temporary name is unique to this writer: two processes
+    opening a fresh cache at once both write it (the same content), and with a shared name
+    one of them renamed the other's file away and then failed to find its own."""
+    tmp = root / f".FORMAT.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        tmp.write_text(json.dumps({"format": FORMAT_VERSION}) + "\n")
+        os.replace(tmp, target)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 def _read_nofollow(path: Path) -> str:

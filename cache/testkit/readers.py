@@ -151,10 +151,11 @@ def s3fs_concurrent(fs: Any, objects: Sequence[tuple[str, int]]) -> Measurement:
 def shardcache_prefetch(config: Config, url: str) -> tuple[Measurement, Path]:
     """Cold prefetch of a dataset URL into `config.cache_dir`, engine start-up included."""
     from ..engine import Engine
+    from ..urls import parse_url
 
     async def run() -> Any:
         async with Engine(config) as engine:
-            return await engine.prefetch(url)
+            return await engine.prefetch(parse_url(url))
 
     start = time.perf_counter()
     report = asyncio.run(run())

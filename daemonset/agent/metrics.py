@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shardcache.status import EngineStats
+
 from ..prometheus import Family, Histogram, parse, render
 
 __all__ = ["AgentCounters", "Family", "Snapshot", "families", "parse", "render"]
@@ -58,7 +60,7 @@ class AgentCounters:
 class Snapshot:
     """Everything one scrape shows, gathered by the agent, rendered by `families`."""
 
-    engine: Mapping[str, int]
+    engine: EngineStats
     queue_depth: int
     used_bytes: int
     capacity_bytes: int
@@ -88,13 +90,13 @@ def families(c: AgentCounters, s: Snapshot) -> list[Family]:
             "shardcache_downloaded_bytes_total",
             "counter",
             "Bytes downloaded and published.",
-            s.engine.get("bytes_downloaded", 0),
+            s.engine.bytes_downloaded,
         ),
         one(
             "shardcache_downloaded_objects_total",
             "counter",
             "Objects downloaded and published.",
-            s.engine.get("objects_downloaded", 0),
+            s.engine.objects_downloaded,
         ),
         labelled(
             "shardcache_hits_total",
@@ -120,7 +122,7 @@ def families(c: AgentCounters, s: Snapshot) -> list[Family]:
             "shardcache_evictions_total",
             "counter",
             "Objects evicted to make room.",
-            s.engine.get("evictions", 0),
+            s.engine.evictions,
         ),
         labelled("shardcache_errors_total", "counter", "Failures by kind.", "kind", c.errors),
         Family(

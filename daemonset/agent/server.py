@@ -1,9 +1,10 @@
 """The HTTP shell of docs/agent-api.md: aiohttp on a unix socket, plus a TCP metrics port.
 
 Handlers parse, call `Agent`, and turn shardcache errors into `{"error": {kind, message}}` with
-the status below; no decision is made here. The TCP port serves only /metrics, /healthz and
-/readyz (the kubelet's probes and Prometheus reach it; the dataset API stays on the socket,
-which only what mounts the socket directory can reach).
+the status of the one kind table (`shardcache.errors.CODES`); no decision is made here. The
+TCP port serves only /metrics, /healthz and /readyz (the kubelet's probes and Prometheus reach
+it; the dataset API stays on the socket, which only what mounts the socket directory can
+reach).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from shardcache.errors import CacheError, ConfigError, UnavailableError, redact
+from shardcache.errors import CacheError, ConfigError, UnavailableError, codes_of, redact
+from shardcache.status import DatasetStatus, StatusJSON
 
 from .logs import kv
-from .metrics import families, render
+from .metrics import Snapshot, families, render
 from .service import Agent
 
 log = logging.getLogger("shardcache.agent.http")
@@ -28,26 +30,12 @@ log = logging.getLogger("shardcache.agent.http")
 AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent", Agent)
 STOPPING_KEY: web.AppKey[list[bool]] = web.AppKey("stopping", list)
 
-#: HTTP status per error kind; a plain CacheError (e.g. evicting a dataset in use) is a conflict
-STATUS_OF_KIND = {
-    "config": 400,
-    "unsafe_key": 400,
-    "not_found": 404,
-    "access_denied": 403,
-    "policy_denied": 403,
-    "unavailable": 503,
-    "over_capacity": 507,
-    "integrity": 502,
-    "version_changed": 502,
-    "cache_state": 500,
-    "error": 409,
-}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(kind: str, message: str) -> web.Response:
     return web.json_response(
-        {"error": {"kind": kind, "message": redact(message)}}, status=STATUS_OF_KIND.get(kind, 500)
+        {"error": {"kind": kind, "message": redact(message)}}, status=codes_of(kind).http
     )
 
 
@@ -123,11 +111,9 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-def _empty_snapshot(agent: Agent) -> Any:
-    from .metrics import Snapshot
-
+def _empty_snapshot(agent: Agent) -> Snapshot:
     return Snapshot(
-        engine=agent.engine.snapshot_counters(),
+        engine=agent.engine.stats(),
         queue_depth=0,
         used_bytes=0,
         capacity_bytes=agent.engine.config.max_bytes or 0,
@@ -154,7 +140,7 @@ async def register(request: web.Request) -> web.Response:
         _str(doc, "namespace", required=False),
         doc.get("prefetch") or "all",
     )
-    return web.json_response(status)
+    return web.json_response(_json(status))
 
 
 async def release(request: web.Request) -> web.Response:
@@ -165,19 +151,22 @@ async def release(request: web.Request) -> web.Response:
 async def datasets(request: web.Request) -> web.Response:
     agent = _serving(request)
     return web.json_response(
-        {"datasets": await agent.statuses(), "refusals": list(agent.refusals.values())}
+        {
+            "datasets": [_json(s) for s in await agent.statuses()],
+            "refusals": list(agent.refusals.values()),
+        }
     )
 
 
 async def dataset_status(request: web.Request) -> web.Response:
     url = _query_url(request)
-    doc = await _serving(request).status(url)
-    if doc is None:
+    status = await _serving(request).status(url)
+    if status is None:
         return error_response(
             "not_found",
             f"the agent does not know the dataset {url}; register it with POST /v1/datasets",
         )
-    return web.json_response(doc)
+    return web.json_response(_json(status))
 
 
 async def fetch(request: web.Request) -> web.Response:
@@ -191,7 +180,17 @@ async def path(request: web.Request) -> web.Response:
 
 async def verify(request: web.Request) -> web.Response:
     doc = await _body(request)
-    return web.json_response(await _serving(request).verify(_str(doc, "url", required=False)))
+    report = await _serving(request).verify(_str(doc, "url", required=False))
+    return web.json_response(
+        {
+            "checked": report.checked,
+            "ok": report.ok,
+            "corrupt": report.corrupt,
+            "missing": report.missing,
+            "stray": report.stray,
+            "clean": report.clean,
+        }
+    )
 
 
 async def evict(request: web.Request) -> web.Response:
@@ -199,7 +198,19 @@ async def evict(request: web.Request) -> web.Response:
     force = doc.get("force", False)
     if not isinstance(force, bool):
         raise ConfigError('"force" must be true or false')
-    return web.json_response(await _serving(request).evict(_str(doc, "url"), force))
+    evicted = await _serving(request).evict(_str(doc, "url"), force)
+    return web.json_response(
+        {
+            "url": str(evicted.url),
+            "objects_removed": evicted.objects_removed,
+            "bytes_removed": evicted.bytes_removed,
+        }
+    )
+
+
+def _json(status: DatasetStatus) -> StatusJSON:
+    """The status document of docs/agent-api.md (which has no `listed_at`)."""
+    return status.as_json(listed_at=False)
 
 
 def _app(agent: Agent, stopping: list[bool], *, api: bool) -> web.Application:

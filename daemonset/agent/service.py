@@ -10,22 +10,17 @@ goes on (a failed pod's replacement usually asks for the same dataset moments la
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
-from typing import Any
 
-from shardcache.engine import Engine, Progress
-from shardcache.engine import maintenance as m
-from shardcache.engine.adopt import scan_full
-from shardcache.errors import CacheError, ConfigError, PolicyDeniedError, redact
-from shardcache.store.layout import open_dir
+from shardcache.engine import DatasetStatus, Engine, Failure, Progress, VerifyReport
+from shardcache.engine.engine import Evicted
+from shardcache.errors import CacheError, ConfigError, PolicyDeniedError, kind_of, redact
 from shardcache.urls import StoreURL, parse_url, require_cloud
 
 from ..policy import Policy, validate_pod_url
 from . import status as st
-from . import statusfile
 from .logs import kv
 from .metrics import AgentCounters, Snapshot
 
@@ -33,6 +28,9 @@ log = logging.getLogger("shardcache.agent")
 
 #: progress samples kept per dataset for the rate; at one per object, enough for the window
 _SAMPLES = 256
+#: while a prefetch runs, the status file is rewritten at most this often: an init container
+#: polls it about once a second, and a write per finished object would cost a rename per object
+STATUS_FILE_INTERVAL_S = 1.0
 
 
 class Agent:
@@ -41,16 +39,16 @@ class Agent:
         self.policy = policy
         self.counters = AgentCounters()
         self.ready = False
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self._download: dict[str, bool] = {}
-        self._samples: dict[str, deque[tuple[float, int]]] = {}
-        self._failures: dict[str, list[dict[str, str]]] = {}
+        self.tasks: dict[StoreURL, asyncio.Task[None]] = {}
+        self._download: dict[StoreURL, bool] = {}
+        self._samples: dict[StoreURL, deque[tuple[float, int]]] = {}
+        self._failures: dict[StoreURL, tuple[Failure, ...]] = {}
         #: (pod uid, url) -> why the policy refused it; shown by GET /v1/datasets
         self.refusals: dict[tuple[str, str], dict[str, str]] = {}
         self._scan: asyncio.Task[None] | None = None
         #: per dataset, the task keeping DATASET_DIR/.shardcache/status.json current
-        self._writers: dict[str, asyncio.Task[None]] = {}
-        engine.download_observers.append(self._observed)
+        self._writers: dict[StoreURL, asyncio.Task[None]] = {}
+        engine.observe_downloads(self._observed)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -60,9 +58,8 @@ class Agent:
 
     async def _scan_full(self) -> None:
         t0 = time.monotonic()
-        scan = functools.partial(scan_full, self.engine.layout, self.engine.index, remove=True)
         try:
-            report = await self.engine.db(scan)
+            report = await self.engine.scan()
         except (CacheError, OSError) as e:
             self.counters.error(getattr(e, "kind", "scan"))
             log.error("full scan failed", extra=kv(error=redact(str(e))))
@@ -97,24 +94,22 @@ class Agent:
     # -- datasets -------------------------------------------------------------------------
     async def register(
         self, url: str, owner: str, namespace: str | None, prefetch: str
-    ) -> dict[str, Any]:
+    ) -> DatasetStatus:
         ds = self.accept(url, namespace)
         if not isinstance(owner, str) or not owner or len(owner) > 253:
             raise ConfigError("owner must be a non-empty string (a pod UID, or cli-PID)")
         if prefetch not in ("all", "none"):
             raise ConfigError(f'prefetch must be "all" or "none", got {prefetch!r:.40}')
-        name = str(ds)
-        await self.engine.pin(name, owner)
-        # the directory exists from registration on, so a bind mount can be made at once
-        await self.engine.io(_make_dir, self.engine, ds)
-        self._start(name, download=prefetch == "all")
+        # pinning also creates the directory, so a bind mount can be made at once
+        await self.engine.pin(ds, owner)
+        self._start(ds, download=prefetch == "all")
         log.info(
-            "registered", extra=kv(url=name, owner=owner, namespace=namespace, prefetch=prefetch)
+            "registered", extra=kv(url=str(ds), owner=owner, namespace=namespace, prefetch=prefetch)
         )
-        doc = await self.status(name)
-        assert doc is not None
-        await self._write_status(name, doc)
-        return doc
+        status = await self._status(ds)
+        assert status is not None
+        await self._write_status(status)
+        return status
 
     def accept(self, url: str, namespace: str | None) -> StoreURL:
         """A cloud dataset URL with a clean path; with a namespace, also the tenancy policy."""
@@ -126,35 +121,35 @@ class Agent:
         assert decision.url is not None
         return decision.url
 
-    def _start(self, url: str, download: bool) -> None:
-        self._download[url] = self._download.get(url, False) or download
-        running = self.tasks.get(url)
+    def _start(self, ds: StoreURL, download: bool) -> None:
+        self._download[ds] = self._download.get(ds, False) or download
+        running = self.tasks.get(ds)
         if running is not None and not running.done():
             return  # join it; a listing-only run sees `download` when it ends
-        self._failures.pop(url, None)
-        task = self.tasks[url] = asyncio.create_task(self._prefetch(url), name=f"prefetch {url}")
-        self._writers[url] = asyncio.create_task(
-            self._keep_status_file(url, task), name=f"status file {url}"
+        self._failures.pop(ds, None)
+        task = self.tasks[ds] = asyncio.create_task(self._prefetch(ds), name=f"prefetch {ds}")
+        self._writers[ds] = asyncio.create_task(
+            self._keep_status_file(ds, task), name=f"status file {ds}"
         )
 
-    async def _prefetch(self, url: str) -> None:
-        samples = self._samples[url] = deque(maxlen=_SAMPLES)
+    async def _prefetch(self, ds: StoreURL) -> None:
+        samples = self._samples[ds] = deque(maxlen=_SAMPLES)
 
         def progress(p: Progress) -> None:
             samples.append((time.monotonic(), p.bytes_done))
 
         try:
             while True:
-                download = self._download[url]
-                report = await self.engine.prefetch(url, progress=progress, download=download)
-                if download or not self._download[url]:
+                download = self._download[ds]
+                report = await self.engine.prefetch(ds, progress=progress, download=download)
+                if download or not self._download[ds]:
                     break
             for f in report.failed:
                 self.counters.error(f.kind)
             log.info(
                 "prefetch done",
                 extra=kv(
-                    url=url,
+                    url=str(ds),
                     objects=report.objects_total,
                     downloaded=report.objects_downloaded,
                     bytes_downloaded=report.bytes_downloaded,
@@ -166,22 +161,21 @@ class Agent:
                 ),
             )
         except Exception as e:  # a prefetch must end in a status, whatever went wrong
-            kind = getattr(e, "kind", type(e).__name__)
+            kind = kind_of(e)
             self.counters.error(kind)
-            self._failures[url] = [{"key": "", "kind": kind, "message": redact(str(e))}]
+            self._failures[ds] = (Failure("", kind, redact(str(e))),)
             log.error(
                 "prefetch failed",
-                extra=kv(url=url, kind=kind, error=redact(str(e))),
+                extra=kv(url=str(ds), kind=kind, error=redact(str(e))),
                 exc_info=not isinstance(e, CacheError | OSError),
             )
         finally:
-            self._download.pop(url, None)
-            self.engine.live.pop(url, None)
+            self._download.pop(ds, None)
 
     async def release(self, url: str, owner: str) -> dict[str, bool]:
-        name = str(parse_url(url).as_dataset())
-        await self.engine.unpin(name, owner)
-        log.info("released", extra=kv(url=name, owner=owner))
+        ds = parse_url(url).as_dataset()
+        await self.engine.unpin(ds, owner)
+        log.info("released", extra=kv(url=str(ds), owner=owner))
         return {"released": True}
 
     async def release_owner(self, owner: str) -> list[str]:
@@ -192,100 +186,80 @@ class Agent:
         return urls
 
     async def pins(self) -> list[tuple[str, str]]:
-        return list(await self.engine.db(self.engine.index.pins))
+        return [(str(ds), owner) for ds, owner in await self.engine.pins()]
 
-    def running(self, url: str) -> bool:
-        task = self.tasks.get(url)
+    def running(self, ds: StoreURL) -> bool:
+        task = self.tasks.get(ds)
         return task is not None and not task.done()
 
-    async def status(self, url: str) -> dict[str, Any] | None:
-        name = str(parse_url(url).as_dataset())
-        docs = await self._statuses(name)
-        return docs[0] if docs else None
+    async def status(self, url: str) -> DatasetStatus | None:
+        return await self._status(parse_url(url).as_dataset())
 
-    async def statuses(self) -> list[dict[str, Any]]:
+    async def _status(self, ds: StoreURL) -> DatasetStatus | None:
+        found = await self._statuses(ds)
+        return found[0] if found else None
+
+    async def statuses(self) -> list[DatasetStatus]:
         return await self._statuses(None)
 
-    async def _statuses(self, url: str | None) -> list[dict[str, Any]]:
-        rows, pins = await self.engine.db(_rows_and_pins, self.engine, url)
-        bases = {r["url"]: r for r in rows}
-        for name in [*self.tasks, *self._failures]:
-            if name not in bases and (url is None or name == url):
-                owners = [o for u, o in pins if u == name]
-                local_dir = str(self.engine.layout.dataset_dir(parse_url(name)))
-                bases[name] = st.unknown(name, local_dir, owners)
+    async def _statuses(self, ds: StoreURL | None) -> list[DatasetStatus]:
+        if ds is None:
+            found = {s.url: s for s in await self.engine.statuses()}
+        else:
+            one = await self.engine.status(ds)
+            found = {} if one is None else {ds: one}
+        pins: list[tuple[StoreURL, str]] | None = None
+        for url in [*self.tasks, *self._failures]:
+            if url not in found and (ds is None or url == ds):
+                pins = await self.engine.pins() if pins is None else pins
+                owners = [o for u, o in pins if u == url]
+                found[url] = st.unknown(url, self.engine.local_path(url), owners)
         now = time.monotonic()
-        return [self._merge(base, now) for _, base in sorted(bases.items())]
-
-    def _merge(self, base: dict[str, Any], now: float) -> dict[str, Any]:
-        name = base["url"]
-        live = self.engine.live.get(name)
-        running = self.running(name)
-        live_doc = (
-            None
-            if live is None or not running
-            else {
-                "objects_total": live.objects_total,
-                "bytes_total": live.bytes_total,
-                "objects_done": live.objects_done,
-                "bytes_done": live.bytes_done,
-            }
-        )
-        doc = st.merge(
-            base,
-            running=running,
-            live=live_doc,
-            samples=list(self._samples.get(name, ())),
-            now=now,
-            agent_errors=self._failures.get(name, ()),
-        )
-        doc.pop("listed_at", None)
-        if self._failures.get(name) and not running:
-            doc["state"] = "failed"
-        return doc
+        return [
+            st.shown(found[u], running=self.running(u), samples=list(self._samples.get(u, ())),
+                     now=now, agent_errors=self._failures.get(u, ()))
+            for u in sorted(found)
+        ]
 
     # -- status file ----------------------------------------------------------------------
-    async def _keep_status_file(self, url: str, prefetch: asyncio.Task[None]) -> None:
+    async def _keep_status_file(self, ds: StoreURL, prefetch: asyncio.Task[None]) -> None:
         """Rewrite the dataset's status file about once a second while `prefetch` runs, and
         once more after it ended (then `running` is false and the state is final)."""
         while True:
             done = prefetch.done()
             try:
-                doc = await self.status(url)
+                status = await self._status(ds)
             except Exception as e:  # e.g. the index is closing: skip this one write
-                log.warning("status not read", extra=kv(url=url, error=redact(str(e))))
-                doc = None
-            if doc is not None:
-                await self._write_status(url, doc)
+                log.warning("status not read", extra=kv(url=str(ds), error=redact(str(e))))
+                status = None
+            if status is not None:
+                await self._write_status(status)
             if done:
                 return
-            await asyncio.wait({prefetch}, timeout=statusfile.WRITE_INTERVAL_S)
+            await asyncio.wait({prefetch}, timeout=STATUS_FILE_INTERVAL_S)
 
-    async def _write_status(self, url: str, doc: dict[str, Any]) -> None:
-        record = statusfile.status_record(doc, time.time())
+    async def _write_status(self, status: DatasetStatus) -> None:
         try:
-            await self.engine.io(
-                statusfile.write_status_file, self.engine.layout, parse_url(url), record
-            )
+            await self.engine.write_status(status)
         except OSError as e:  # progress reporting must never fail a prefetch or a request
             self.counters.error("status_file")
-            log.warning("status file not written", extra=kv(url=url, error=redact(str(e))))
+            log.warning(
+                "status file not written", extra=kv(url=str(status.url), error=redact(str(e)))
+            )
 
     # -- objects --------------------------------------------------------------------------
-    async def fetch(self, url: str) -> dict[str, Any]:
+    async def fetch(self, url: str) -> dict[str, str | None]:
         parsed = parse_url(url)
         require_cloud(parsed)
         if not parsed.path or parsed.path.endswith("/"):
             raise ConfigError(f"{url} names a dataset, not an object; fetch one object key")
-        if self.policy.rules is not None and not await self.engine.db(
-            _pinned_cover, self.engine, parsed
-        ):
+        if self.policy.rules is not None and not await self.engine.covers(parsed):
             raise PolicyDeniedError(
                 f"{parsed} is not inside a registered dataset; with a tenancy policy, only "
                 "objects of datasets registered for a pod are fetched on demand"
             )
         try:
-            result = await self.engine.fetch(url)
+            result = await self.engine.fetch(parsed)
         except (CacheError, OSError) as e:
             self.counters.error(getattr(e, "kind", "os_error"))
             raise
@@ -297,36 +271,24 @@ class Agent:
         return {"path": str(result.path)}
 
     def path(self, url: str) -> str:
-        return str(self.engine.local_path(url))
+        return str(self.engine.local_path(parse_url(url)))
 
     # -- maintenance ----------------------------------------------------------------------
-    async def verify(self, url: str | None) -> dict[str, Any]:
-        if url is not None:
-            url = str(parse_url(url).as_dataset())
-        report = await self.engine.db(functools.partial(m.verify, self.engine, url))
-        return {
-            "checked": report.checked,
-            "ok": report.ok,
-            "corrupt": report.corrupt,
-            "missing": report.missing,
-            "stray": report.stray,
-            "clean": report.clean,
-        }
+    async def verify(self, url: str | None) -> VerifyReport:
+        return await self.engine.verify(None if url is None else parse_url(url).as_dataset())
 
-    async def evict(self, url: str, force: bool) -> dict[str, Any]:
-        name = str(parse_url(url).as_dataset())
-        if self.running(name):
-            raise CacheError(f"{name} is being prefetched right now; evict it once that ends")
-        objects, nbytes = await self.engine.db(
-            functools.partial(m.evict, self.engine, name, force=force)
+    async def evict(self, url: str, force: bool) -> Evicted:
+        ds = parse_url(url).as_dataset()
+        if self.running(ds):
+            raise CacheError(f"{ds} is being prefetched right now; evict it once that ends")
+        evicted = await self.engine.evict(ds, force=force)
+        self._failures.pop(ds, None)
+        log.info(
+            "evicted",
+            extra=kv(url=str(ds), objects=evicted.objects_removed, bytes=evicted.bytes_removed,
+                     force=force),
         )
-        self._failures.pop(name, None)
-        try:
-            await self.engine.io(statusfile.remove_status_file, self.engine.layout, parse_url(name))
-        except OSError as e:
-            log.warning("status file not removed", extra=kv(url=name, error=redact(str(e))))
-        log.info("evicted", extra=kv(url=name, objects=objects, bytes=nbytes, force=force))
-        return {"url": name, "objects_removed": objects, "bytes_removed": nbytes}
+        return evicted
 
     # -- metrics --------------------------------------------------------------------------
     def _observed(self, url: StoreURL, size: int, seconds: float) -> None:
@@ -334,46 +296,16 @@ class Agent:
 
     async def snapshot(self) -> Snapshot:
         docs = await self.statuses()
-        usage = await self.engine.db(self.engine.usage)
-        depth = sum(
-            max(0, p.objects_total - p.objects_done)
-            for u, p in list(self.engine.live.items())
-            if self.running(u)
-        )
+        usage = await self.engine.usage()
+        stats = self.engine.stats()
         return Snapshot(
-            engine=self.engine.snapshot_counters(),
-            queue_depth=depth,
+            engine=stats,
+            queue_depth=stats.objects_queued,
             used_bytes=usage.published,
             capacity_bytes=self.engine.config.max_bytes or usage.disk_total,
             datasets={
-                d["url"]: (
-                    d["objects_local"],
-                    d["objects_total"],
-                    d["bytes_local"],
-                    d["bytes_total"],
-                )
+                str(d.url): (d.objects_local, d.objects_total, d.bytes_local, d.bytes_total)
                 for d in docs
             },
             ready=self.ready,
         )
-
-
-def _make_dir(engine: Engine, ds: StoreURL) -> None:
-    segments = engine.layout.store_segments(ds) + [p for p in ds.prefix.split("/") if p]
-    with open_dir(engine.layout.data_dir, segments, create=True):
-        pass
-
-
-def _rows_and_pins(
-    engine: Engine, url: str | None
-) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    rows = [s.as_json() for s in m.statuses(engine, url)]
-    return rows, engine.index.pins()
-
-
-def _pinned_cover(engine: Engine, url: StoreURL) -> bool:
-    for name, _owner in engine.index.pins():
-        ds = parse_url(name)
-        if ds.store == url.store and url.path.startswith(ds.prefix):
-            return True
-    return False

@@ -1,14 +1,19 @@
-"""Dataset status as the API shows it: the index's view, merged with live progress.
+"""Dataset status as the agent's API shows it: the engine's `DatasetStatus`, with what only
+the agent knows (whether its task runs, a transfer rate, an ETA, its own errors).
 
-Pure: the agent hands in the index row (as JSON), whether a prefetch is running, the live
-progress and a few recent progress samples; out comes the status document of docs/agent-api.md,
-with a transfer rate over a sliding window and an ETA from it.
+Pure: the agent hands in the engine's status (which already carries the progress of a
+prefetch running in the engine), whether its task runs and a few recent progress samples; out
+comes the status of docs/agent-api.md, with a transfer rate over a sliding window and an ETA.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
+from pathlib import Path
+
+from shardcache.status import DatasetState, DatasetStatus, Failure
+from shardcache.urls import StoreURL
 
 #: progress samples older than this do not count towards the rate: long enough to smooth over
 #: one large object finishing, short enough that a stalled download shows a falling rate
@@ -35,66 +40,35 @@ def eta_s(bytes_left: int, rate: float) -> float | None:
     return round(bytes_left / rate, 1) if rate > 0 else None
 
 
-def displayed_state(index_state: str | None, running: bool, listed: bool) -> str:
-    """listing|downloading while a prefetch runs; else what the index says, except that a
-    "downloading" left behind by a killed agent (nothing runs now) reads as "idle"."""
+def displayed_state(state: DatasetState, running: bool, listed: bool) -> DatasetState:
+    """listing|downloading while the agent's task runs; else what the engine says, except that
+    a "downloading" left behind by a killed agent (nothing runs now) reads as "idle"."""
     if running:
-        return "downloading" if listed else "listing"
-    if index_state is None or index_state == "downloading":
-        return "idle"
-    return index_state
+        return DatasetState.DOWNLOADING if listed else DatasetState.LISTING
+    if state in (DatasetState.DOWNLOADING, DatasetState.LISTING):
+        return DatasetState.IDLE
+    return state
 
 
-def merge(
-    base: dict[str, Any],
-    *,
-    running: bool,
-    live: dict[str, int] | None,
-    samples: Sequence[tuple[float, int]],
-    now: float,
-    agent_errors: Sequence[dict[str, str]] = (),
-) -> dict[str, Any]:
-    """The API's status document from the index's `DatasetStatus.as_json()` (`base`).
-
-    While a prefetch runs, `live` (objects_total, bytes_total, objects_done, bytes_done) is
-    newer than the index, which only learns of an object once it is published.
-    """
-    doc = dict(base)
-    if live is not None:
-        for name in ("objects_total", "bytes_total"):
-            doc[name] = live[name]
-        doc["objects_local"] = max(doc.get("objects_local", 0), live["objects_done"])
-        doc["bytes_local"] = max(doc.get("bytes_local", 0), live["bytes_done"])
-    listed = live is not None or base.get("listed_at") is not None
-    doc["state"] = displayed_state(base.get("state"), running, listed)
-    total, local = doc.get("bytes_total", 0), doc.get("bytes_local", 0)
-    objects_done = doc.get("objects_local", 0) >= doc.get("objects_total", 0)
-    doc["fraction_local"] = (
-        round(local / total, 6) if total else (1.0 if objects_done and listed else 0.0)
-    )
+def shown(status: DatasetStatus, *, running: bool, samples: Sequence[tuple[float, int]],
+          now: float, agent_errors: Sequence[Failure] = ()) -> DatasetStatus:
+    """The API's status from the engine's."""
+    listed = status.listed
     rate = rate_bytes_per_s(samples, now) if running else 0.0
-    doc["rate_bytes_per_s"] = round(rate, 1)
+    left = status.bytes_total - status.bytes_local
     if not listed:
-        doc["eta_s"] = None  # nothing to estimate before the listing
+        eta = None  # nothing to estimate before the listing
     elif running:
-        doc["eta_s"] = eta_s(total - local, rate)
+        eta = eta_s(left, rate)
     else:
-        doc["eta_s"] = 0.0 if local >= total else None
-    doc["errors"] = list(doc.get("errors", [])) + list(agent_errors)
-    return doc
+        eta = 0.0 if left <= 0 else None
+    state = displayed_state(status.state, running, listed)
+    if agent_errors and not running:
+        state = DatasetState.FAILED
+    return replace(status, state=state, rate_bytes_per_s=rate, eta_s=eta,
+                   errors=(*status.errors, *agent_errors))
 
 
-def unknown(url: str, local_dir: str, owners: Sequence[str]) -> dict[str, Any]:
-    """The index row of a dataset the agent accepted but has not listed yet."""
-    return {
-        "url": url,
-        "local_dir": local_dir,
-        "state": None,
-        "objects_total": 0,
-        "objects_local": 0,
-        "bytes_total": 0,
-        "bytes_local": 0,
-        "owners": list(owners),
-        "errors": [],
-        "listed_at": None,
-    }
+def unknown(url: StoreURL, local_dir: Path, owners: Sequence[str]) -> DatasetStatus:
+    """A dataset the agent accepted but has not listed yet."""
+    return DatasetStatus(url, local_dir, DatasetState.IDLE, owners=tuple(owners))

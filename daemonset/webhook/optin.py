@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+# the error lives in the one error tree (kind "opt_in"); importers keep finding it here
+from shardcache.errors import OptInError
+
 LABEL_ENABLED = "shardcache.io/enabled"
 ANN_DATASET = "shardcache.io/dataset"
 ANN_DATASET_PREFIX = "shardcache.io/dataset."
@@ -29,10 +32,6 @@ MAX_DATASETS = 16
 MAX_MOUNT_PATH_CHARS = 1024
 
 Prefetch = Literal["all", "none"]
-
-
-class OptInError(ValueError):
-    """An annotation is malformed; the message names it and shows a valid value."""
 
 
 @dataclass(frozen=True)

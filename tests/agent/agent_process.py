@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from shardcache.client.agent_client import AgentClient
+from shardcache.status import DatasetStatus
 from shardcache.testkit.emulators import free_port
 from shardcache_daemonset.agent.metrics import parse
 
@@ -102,14 +103,14 @@ class AgentProcess:
 
     def wait_status(
         self, url: str, states: tuple[str, ...] = ("complete",), timeout_s: float = 60.0
-    ) -> dict[str, object]:
+    ) -> DatasetStatus:
         deadline = time.monotonic() + timeout_s
         while True:
             doc = self.client.status(url)
-            if doc["state"] in states:
+            if doc.state in states:
                 return doc
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"{url} still {doc['state']} after {timeout_s} s: {doc}\n{self.log()}"
+                    f"{url} still {doc.state} after {timeout_s} s: {doc}\n{self.log()}"
                 )
             time.sleep(0.05)

@@ -21,17 +21,17 @@ def test_register_status_release_fetch_path(s3_bucket, make_agent):
 
     assert stat.S_IMODE(os.stat(agent.socket).st_mode) == 0o666
     doc = client.register(url, "pod-a", prefetch="all")
-    assert doc["url"] == url and "pod-a" in doc["owners"]
-    assert os.path.isdir(doc["local_dir"])  # a bind mount can be made at once
+    assert str(doc.url) == url and "pod-a" in doc.owners
+    assert os.path.isdir(doc.local_dir)  # a bind mount can be made at once
     done = agent.wait_status(url)
-    assert done["objects_local"] == done["objects_total"] == len(DATA)
-    assert done["bytes_local"] == done["bytes_total"] == sum(map(len, DATA.values()))
-    assert done["fraction_local"] == 1.0 and done["eta_s"] == 0.0
-    assert done["rate_bytes_per_s"] == 0.0 and done["errors"] == []
+    assert done.objects_local == done.objects_total == len(DATA)
+    assert done.bytes_local == done.bytes_total == sum(map(len, DATA.values()))
+    assert done.fraction_local == 1.0 and done.eta_s == 0.0
+    assert done.rate_bytes_per_s == 0.0 and done.errors == ()
     for key, data in DATA.items():
-        assert _read(os.path.join(done["local_dir"], key.removeprefix("ds/"))) == data
+        assert _read(os.path.join(done.local_dir, key.removeprefix("ds/"))) == data
 
-    assert client.path(url) == done["local_dir"]
+    assert client.path(url) == str(done.local_dir)
     assert client.path(s3_bucket.url("ds/sub/nested.txt")).endswith("ds/sub/nested.txt")
     # an object outside the dataset: fetched on demand, a miss; again, a hit
     path = client.fetch(s3_bucket.url("other/x.bin"))
@@ -44,11 +44,11 @@ def test_register_status_release_fetch_path(s3_bucket, make_agent):
     # a second owner joins; release of one keeps the other
     client.register(url, "pod-b")
     client.release(url, "pod-a")
-    assert client.status(url)["owners"] == ["pod-b"]
+    assert client.status(url).owners == ("pod-b",)
     client.release(url, "pod-b")
     after = agent.wait_status(url)  # pod-b's registration re-listed: nothing to download
-    assert after["owners"] == [] and after["objects_local"] == len(DATA)  # still cached
-    assert [d["url"] for d in client.datasets()] == [url]
+    assert after.owners == () and after.objects_local == len(DATA)  # still cached
+    assert [str(d.url) for d in client.datasets()] == [url]
     assert agent.terminate() == 0
 
 
@@ -74,7 +74,7 @@ def test_missing_bucket_shows_failed_status(s3_server, s3_bucket, make_agent):
     url = "s3://no-such-bucket-shardcache/ds/"
     agent.client.register(url, "pod-a")
     doc = agent.wait_status(url, states=("failed",))
-    assert doc["errors"] and doc["errors"][0]["kind"] in ("not_found", "access_denied")
+    assert doc.errors and doc.errors[0].kind in ("not_found", "access_denied")
     assert "testing" not in str(doc)  # the secret key never shows (it is "testing" on moto)
     assert agent.terminate() == 0
 

@@ -126,7 +126,7 @@ def test_kill_9_and_restart_keeps_the_cache(s3_bucket, make_agent, tmp_path):
         second = make_agent(env=agent_env(p), cache_dir=first.cache_dir)
         seconds = second.start()  # replaces the stale socket file, adopts the cache
         doc = second.client.status(url)
-        assert doc["state"] == "complete" and doc["owners"] == ["pod-a"]  # pins survive
+        assert doc.state == "complete" and doc.owners == ("pod-a",)  # pins survive
         second.client.register(url, "pod-b")  # re-lists; nothing to download
         doc = second.wait_status(url)
         sent = p.stats().response_body_bytes_total - sent_before
@@ -136,7 +136,7 @@ def test_kill_9_and_restart_keeps_the_cache(s3_bucket, make_agent, tmp_path):
         f"downloaded_objects_total={m['shardcache_downloaded_objects_total']:.0f}, "
         f"store sent {sent} bytes (a listing) for a {N_OBJECTS * OBJECT_BYTES}-byte dataset"
     )
-    assert doc["objects_local"] == N_OBJECTS and doc["bytes_local"] == N_OBJECTS * OBJECT_BYTES
+    assert doc.objects_local == N_OBJECTS and doc.bytes_local == N_OBJECTS * OBJECT_BYTES
     assert m["shardcache_downloaded_objects_total"] == 0
     assert sent < OBJECT_BYTES  # not even one object came again
     assert second.client._request("POST", "/v1/verify", {"url": url})["clean"]
@@ -156,7 +156,7 @@ def test_sigterm_mid_prefetch_exits_cleanly(s3_bucket, make_agent):
         agent.start()
         agent.client.register(url, "pod-a")
         deadline = time.monotonic() + 30
-        while agent.client.status(url)["objects_local"] < 1 and time.monotonic() < deadline:
+        while agent.client.status(url).objects_local < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         staging = agent.cache_dir / "staging"
         in_flight = len(os.listdir(staging))

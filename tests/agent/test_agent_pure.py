@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
+from pathlib import Path
 
 from fake_apiserver import pod
+from shardcache.status import DatasetState, EngineStats, Failure, Progress, with_progress
+from shardcache.urls import parse_url
 from shardcache_daemonset.agent import desired, metrics, status
 from shardcache_daemonset.policy import Policy, parse_policy
 
@@ -81,23 +85,22 @@ def test_rate_and_eta_from_samples():
     assert status.eta_s(0, 0.0) == 0.0
 
 
-def test_merge_prefers_live_progress_while_running():
-    base = status.unknown("s3://b/p/", "/c/p", ["o"])
-    live = {"objects_total": 4, "bytes_total": 400, "objects_done": 1, "bytes_done": 100}
-    doc = status.merge(base, running=True, live=live, samples=[(0.0, 0), (1.0, 100)], now=1.0)
-    assert doc["state"] == "downloading" and doc["bytes_local"] == 100
-    assert doc["rate_bytes_per_s"] == 100.0 and doc["eta_s"] == 3.0
-    assert doc["fraction_local"] == 0.25
-    listing = status.merge(base, running=True, live=None, samples=[], now=0.0)
-    assert listing["state"] == "listing" and listing["eta_s"] is None
-    stale = status.merge(
-        {**base, "state": "downloading", "listed_at": 1.0},
-        running=False,
-        live=None,
-        samples=[],
-        now=0.0,
-    )
-    assert stale["state"] == "idle"  # left by a killed agent
+def test_shown_prefers_live_progress_while_running():
+    base = status.unknown(parse_url("s3://bkt/p/"), Path("/c/p"), ["o"])
+    live = Progress("s3://bkt/p/", 4, 400, objects_done=1, bytes_done=100)
+    doc = status.shown(with_progress(base, live), running=True,
+                       samples=[(0.0, 0), (1.0, 100)], now=1.0)
+    assert doc.state == "downloading" and doc.bytes_local == 100
+    assert doc.rate_bytes_per_s == 100.0 and doc.eta_s == 3.0
+    assert doc.fraction_local == 0.25
+    listing = status.shown(base, running=True, samples=[], now=0.0)
+    assert listing.state == "listing" and listing.eta_s is None
+    stale = status.shown(replace(base, state=DatasetState.DOWNLOADING, listed_at=1.0),
+                         running=False, samples=[], now=0.0)
+    assert stale.state == "idle"  # left by a killed agent
+    failed = status.shown(base, running=False, samples=[], now=0.0,
+                          agent_errors=[Failure("", "not_found", "no bucket")])
+    assert failed.state == "failed" and failed.errors[-1].kind == "not_found"
 
 
 def test_metrics_render_is_prometheus_text():
@@ -105,7 +108,7 @@ def test_metrics_render_is_prometheus_text():
     c.error("not_found")
     c.durations.observe(0.03)
     snap = metrics.Snapshot(
-        engine={"bytes_downloaded": 5, "objects_downloaded": 1},
+        engine=EngineStats(bytes_downloaded=5, objects_downloaded=1),
         queue_depth=2,
         used_bytes=5,
         capacity_bytes=100,

@@ -35,13 +35,13 @@ def test_cli_through_the_agent(s3_bucket, make_agent):
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["state"] == "complete" and doc["objects_local"] == len(DATA)
-    assert agent.client.status(url)["owners"] == []  # released: no --owner
+    assert agent.client.status(url).owners == ()  # released: no --owner
     assert not (agent.cache_dir.parent / "not-used").exists()
 
     kept = cli(agent, "prefetch", url, "--owner", "job-7")
     assert kept.returncode == 0, kept.stderr
     assert kept.stdout.strip() == doc["local_dir"]
-    assert agent.client.status(url)["owners"] == ["job-7"]
+    assert agent.client.status(url).owners == ("job-7",)
 
     path = cli(agent, "path", s3_bucket.url("cli/f1.bin"), env_socket=True)
     assert path.stdout.strip() == os.path.join(doc["local_dir"], "f1.bin")

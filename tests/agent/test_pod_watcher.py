@@ -30,8 +30,8 @@ def eventually(check: Callable[[], Any], what: str) -> Any:
 
 def owners(agent: Any, url: str) -> set[str]:
     for doc in agent.client.datasets():
-        if doc["url"] == url:
-            return set(doc["owners"])
+        if str(doc.url) == url:
+            return set(doc.owners)
     return set()
 
 
@@ -92,7 +92,7 @@ def test_pod_watcher_end_to_end(s3_bucket, make_agent, apiserver, tmp_path):
     # the first pod is deleted: released, the dataset stays cached
     apiserver.delete(uid)
     eventually(lambda: owners(agent, url) == {"cli-42"}, "deleted pod released")
-    assert agent.wait_status(url)["objects_local"] == 2
+    assert agent.wait_status(url).objects_local == 2
 
     # 410 Gone: the watcher lists again and reconciles what it missed meanwhile
     missed = pod(str(uuid.uuid4()), "missed", "team-a", NODE, ann, phase="Running")

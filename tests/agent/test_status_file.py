@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shardcache.status import DatasetStatus
+from shardcache.store.statusfile import status_record
 from shardcache.urls import parse_url
-from shardcache_daemonset.agent.statusfile import status_record
 
 DATA = {f"st/part-{i}.bin": os.urandom(3000 + 17 * i) for i in range(8)}
 FIELDS = {
@@ -41,7 +42,7 @@ def read_until(path: Path, done: Any, timeout_s: float = 60.0) -> dict[str, Any]
 
 def test_status_record_keeps_only_counts_and_state() -> None:
     doc = {
-        "url": "s3://b/p/",
+        "url": "s3://bkt/p/",
         "local_dir": "/x",
         "state": "downloading",
         "objects_total": 3,
@@ -52,7 +53,7 @@ def test_status_record_keeps_only_counts_and_state() -> None:
         "errors": [{"key": "k", "kind": "access_denied", "message": "secret detail"}],
         "fraction_local": 0.33,
     }
-    record = status_record(doc, 1700000000.12345)
+    record = status_record(DatasetStatus.from_json(doc), 1700000000.12345)
     assert set(record) == FIELDS and record["updated_at"] == 1700000000.123
     assert "pod-of-another-tenant" not in json.dumps(record)
 
@@ -63,7 +64,7 @@ def test_status_file_follows_the_prefetch_and_survives_verify(s3_bucket, make_ag
     agent.start()
     url = s3_bucket.url("st/")
     first = agent.client.register(url, "pod-1", None, "all")
-    path = Path(first["local_dir"]) / ".shardcache" / "status.json"
+    path = first.local_dir / ".shardcache" / "status.json"
     assert path.exists()  # written at registration, before the prefetch ends
 
     doc = read_until(path, lambda d: d["state"] == "complete")
@@ -96,7 +97,7 @@ def test_status_file_is_rewritten_after_a_restart_and_keys_are_refused(
     agent = make_agent()
     agent.start()
     url = s3_bucket.url("st/")
-    local = Path(agent.client.register(url, "pod-1", None, "all")["local_dir"])
+    local = agent.client.register(url, "pod-1", None, "all").local_dir
     path = local / ".shardcache" / "status.json"
     doc = read_until(path, lambda d: d["state"] in ("complete", "partial", "failed"))
     # the store's own `.shardcache/status.json` is refused, never served as ours

@@ -12,38 +12,11 @@ from pathlib import Path
 
 import pytest
 from shardcache.cli.main import main
-from shardcache.cli.wait import Observation, Outcome, decide, parse_status_file
+from shardcache.store.statusfile import parse_status_file
+from shardcache.urls import parse_url
 
 URL = "s3://bucket-a/imagenet/"
 CLI = Path(sys.executable).parent / "shardcache"
-
-
-def obs(state: str | None, local: int, total: int, n_local: int = 0, n_total: int = 0):
-    return Observation(state, total, local, n_total, n_local)
-
-
-@pytest.mark.parametrize(
-    ("seen", "wanted", "timed_out", "expected"),
-    [
-        (None, 0.5, False, Outcome.WAIT),
-        (None, 0.5, True, Outcome.TIMED_OUT),
-        (None, 0.0, False, Outcome.REACHED),
-        (obs("downloading", 40, 100), 0.5, False, Outcome.WAIT),
-        (obs("downloading", 50, 100), 0.5, False, Outcome.REACHED),
-        (obs("downloading", 40, 100), 0.5, True, Outcome.TIMED_OUT),
-        (obs("complete", 100, 100), 1.0, False, Outcome.REACHED),
-        (obs("partial", 90, 100), 1.0, True, Outcome.TIMED_OUT),
-        (obs("failed", 10, 100), 0.5, False, Outcome.FAILED),
-        (obs("failed", 60, 100), 0.5, False, Outcome.REACHED),  # what was asked for is there
-        (obs("listing", 0, 0), 0.5, False, Outcome.WAIT),  # zero bytes: not listed yet
-        (obs("idle", 0, 0), 0.5, False, Outcome.WAIT),
-        (obs("complete", 0, 0), 1.0, False, Outcome.REACHED),  # an empty dataset
-        (obs("downloading", 0, 0, 0, 0), 1.0, False, Outcome.REACHED),
-        (obs("downloading", 0, 0, 1, 3), 1.0, False, Outcome.WAIT),  # three empty objects
-    ],
-)
-def test_decide(seen: Observation | None, wanted: float, timed_out: bool, expected: Outcome):
-    assert decide(seen, wanted, timed_out) is expected
 
 
 def status_doc(url: str = URL, state: str = "complete", local: int = 100, total: int = 100):
@@ -59,11 +32,12 @@ def status_doc(url: str = URL, state: str = "complete", local: int = 100, total:
 
 
 def test_parse_status_file() -> None:
-    seen, note = parse_status_file(json.dumps(status_doc(local=25)), URL)
-    assert note is None and seen is not None and seen.fraction == 0.25
-    assert parse_status_file(json.dumps(status_doc(url="s3://bucket-a/other/")), URL)[0] is None
+    ds = parse_url(URL)
+    seen, note = parse_status_file(json.dumps(status_doc(local=25)), ds)
+    assert note is None and seen is not None and seen.fraction_local == 0.25
+    assert parse_status_file(json.dumps(status_doc(url="s3://bucket-a/other/")), ds)[0] is None
     for bad in ("", "{", "[1]", '{"url": "s3://bucket-a/imagenet/", "bytes_total": "x"}'):
-        seen, note = parse_status_file(bad, URL)
+        seen, note = parse_status_file(bad, ds)
         assert seen is None and note and "unreadable" in note
 
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 from shardcache.client import Client
 from shardcache.client.api import close_default_clients
-from shardcache.config import Config, RetryPolicy
+from shardcache.config import Config
+from shardcache.retry import Retry
 from shardcache.testkit.proxy import CloudProxy, ProxyConfig
 
 #: no added latency or bandwidth cap: the proxy is here to count requests
@@ -52,7 +53,7 @@ def config(tmp_path) -> Config:
         cache_dir=tmp_path / "cache",
         min_free_fraction=0.0,
         fsync=False,
-        retry=RetryPolicy(max_attempts=2, base_backoff_s=0.01, max_backoff_s=0.05),
+        retry=Retry(max_attempts=2, base_backoff_s=0.01, max_backoff_s=0.05),
     )
 
 

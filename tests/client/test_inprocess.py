@@ -4,6 +4,8 @@ real moto server (through a counting proxy where the number of requests matters)
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 
 import fsspec
@@ -11,6 +13,7 @@ import pytest
 import shardcache.client as sc
 from shardcache.client import Client, WaitTimeoutError, waiting
 from shardcache.testkit.proxy import CloudProxy, ProxyConfig
+from shardcache.urls import parse_url
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,7 +65,7 @@ def test_direct_filesystem_cat_open_ls_info_find(bucket, objects, cache_env):
 
 
 def test_local_hit_never_touches_the_network(bucket, objects, client, proxy):
-    report_dir = client.engine.prefetch(bucket.url("ds/")).local_dir
+    report_dir = client.engine.prefetch(parse_url(bucket.url("ds/"))).local_dir
     assert sorted(os.listdir(report_dir)) == ["a.bin", "sub"]
     fs = fsspec.filesystem("shardcache", target_protocol="s3", client=client)
     before = proxy.stats().requests_total
@@ -146,3 +149,28 @@ def test_unsafe_keys_are_refused_before_any_path_is_built(client):
 def test_missing_object_is_not_found(bucket, client):
     with pytest.raises(FileNotFoundError):
         client.cat(bucket.url("ds/absent.bin"))
+
+
+def test_exit_with_a_prefetch_running_leaves_no_traceback(tmp_path):
+    """The default client is closed at exit while its in-process prefetch still runs: the
+    close must find the engine's threads still working (it once found them stopped, and
+    printed "cannot schedule new futures after shutdown")."""
+    src = tmp_path / "src" / "ds"
+    src.mkdir(parents=True)
+    for i in range(100):
+        (src / f"f{i:03d}").write_bytes(os.urandom(100_000))
+    script = (
+        "import shardcache.client as sc\n"
+        "try:\n"
+        f"    sc.wait_until_local('file://{src}/', 1.0, timeout_s=0.0)\n"
+        "except TimeoutError:\n"
+        "    print('timed out')\n"
+    )
+    env = {**os.environ, "SHARDCACHE_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("SHARDCACHE_AGENT_SOCKET", None)
+    env.pop("SHARDCACHE_MOUNTS", None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "timed out", done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    assert list((tmp_path / "cache" / "staging").iterdir()) == []  # cancelled cleanly

@@ -5,7 +5,6 @@ from __future__ import annotations
 from shardcache.client import listing
 from shardcache.client.listing import Entry
 from shardcache.client.manifest import covering
-from shardcache.client.waiting import fraction_of, settled
 
 ENTRIES = [Entry("ds/a", 1), Entry("ds/sub/b", 2), Entry("ds/sub/deep/c", 3), Entry("dsx/y", 4)]
 
@@ -43,10 +42,3 @@ def test_the_longest_covering_dataset_wins():
     assert covering(known, "ds/sub/x") == "s3://b/ds/sub/"
     assert covering(known, "ds/a") == "s3://b/ds/"
     assert covering(known[:2], "other/") is None
-
-
-def test_agent_status_fraction_and_settling():
-    assert fraction_of({"fraction_local": 0.25}) == 0.25
-    assert fraction_of({"bytes_total": 4, "bytes_local": 1}) == 0.25
-    assert fraction_of({"bytes_total": 0}) == 1.0
-    assert settled({"state": "complete"}) and not settled({"state": "downloading"})

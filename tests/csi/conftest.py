@@ -73,10 +73,10 @@ class Env:
         return self.bucket.url(PREFIX)
 
     def owners(self, url: str | None = None) -> list[str]:
-        return list(self.agent.client.status(url or self.dataset)["owners"])
+        return list(self.agent.client.status(url or self.dataset).owners)
 
     def registered(self) -> list[str]:
-        return [d["url"] for d in self.agent.client.datasets()]
+        return [str(d.url) for d in self.agent.client.datasets()]
 
     def target(self, pod_uid: str = POD_UID, volume: str = "data") -> str:
         """The path kubelet would pass, with its parent created as kubelet does."""
@@ -91,7 +91,7 @@ class Env:
     def wait_local(self, url: str | None = None) -> Path:
         """Wait until the agent has the whole dataset; its local directory."""
         doc = self.agent.wait_status(url or self.dataset, ("complete",))
-        return Path(str(doc["local_dir"]))
+        return doc.local_dir
 
     def restart_agent(self, policy: dict[str, object] | None = None) -> None:
         self.agent.terminate()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from shardcache.status import DatasetStatus
 from shardcache_csi.mountinfo import mount_at, read_mountinfo
 from shardcache_csi.node import _local_dir
 from shardcache_csi.proto import csi_pb2
@@ -280,8 +281,12 @@ def test_a_local_dir_that_is_not_a_directory_is_unavailable(tmp_path: Path) -> N
     (tmp_path / "file").write_bytes(b"")
     for local_dir in ("", "relative/dir", str(tmp_path / "missing"), str(tmp_path / "file")):
         with pytest.raises(UnavailableError, match="kubelet will retry"):
-            _local_dir(spec, {"local_dir": local_dir})
-    assert _local_dir(spec, {"local_dir": str(tmp_path)}) == str(tmp_path)
+            _local_dir(spec, _status(local_dir))
+    assert _local_dir(spec, _status(str(tmp_path))) == str(tmp_path)
+
+
+def _status(local_dir: str) -> DatasetStatus:
+    return DatasetStatus.from_json({"url": "s3://bucket-a/p/", "local_dir": local_dir})
 
 
 def test_unpublish_while_the_agent_is_down_defers_the_release(env: Env, plugin: Client) -> None:

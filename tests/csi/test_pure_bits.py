@@ -8,7 +8,6 @@ from shardcache import errors
 from shardcache_csi.mountinfo import mount_at, parse_mountinfo, unescape
 from shardcache_csi.server import SocketAction, decide_socket, socket_path
 from shardcache_csi.service import status_code_for
-from shardcache_csi.targets import TargetConflictError
 
 MOUNTINFO = """\
 22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
@@ -65,7 +64,9 @@ def test_socket_path() -> None:
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
-        (TargetConflictError("x"), grpc.StatusCode.ALREADY_EXISTS),
+        (errors.TargetConflictError("x"), grpc.StatusCode.ALREADY_EXISTS),
+        (errors.MountError(16, "busy"), grpc.StatusCode.INTERNAL),
+        (errors.WaitTimeoutError("x"), grpc.StatusCode.DEADLINE_EXCEEDED),
         (errors.ConfigError("x"), grpc.StatusCode.INVALID_ARGUMENT),
         (errors.UnsafeKeyError("x"), grpc.StatusCode.INVALID_ARGUMENT),
         (errors.PolicyDeniedError("x"), grpc.StatusCode.PERMISSION_DENIED),

@@ -6,7 +6,6 @@ import stat
 
 import pytest
 from shardcache.backends.faults import ThrottledBackend
-from shardcache.engine import maintenance
 from shardcache.urls import parse_url
 from support import open_engine, run, tree
 
@@ -35,7 +34,7 @@ def test_round_trip_is_byte_exact_with_odd_keys(store, config):
 
     async def go():
         async with open_engine(config, store) as engine:
-            report = await engine.prefetch(URL)
+            report = await engine.prefetch(parse_url(URL))
             assert report.ok and report.objects_downloaded == len(data)
             return report.local_dir
 
@@ -55,7 +54,7 @@ def test_unsafe_keys_are_refused_and_nothing_escapes(store, config, tmp_path):
 
     async def go():
         async with open_engine(config, store) as engine:
-            return await engine.prefetch(URL)
+            return await engine.prefetch(parse_url(URL))
 
     report = run(go())
     assert {r.key for r in report.refused} == {"ds/../../escape", "ds/a", "ds/a/b"}
@@ -69,13 +68,13 @@ def test_rerun_downloads_nothing_and_a_changed_object_alone_is_refetched(store, 
 
     async def go():
         async with open_engine(config, store) as engine:
-            await engine.prefetch(URL)
+            await engine.prefetch(parse_url(URL))
             reads = store.stats().read_requests
-            again = await engine.prefetch(URL)
+            again = await engine.prefetch(parse_url(URL))
             assert again.objects_downloaded == 0 and again.objects_already_local == len(data)
             assert store.stats().read_requests == reads
             store.put("ds/f003", b"new bytes")
-            third = await engine.prefetch(URL)
+            third = await engine.prefetch(parse_url(URL))
             assert third.objects_downloaded == 1
             assert store.stats().read_requests == reads + 1
             return third.local_dir
@@ -89,7 +88,7 @@ def test_rerun_after_restart_downloads_nothing(store, config):
 
     async def once():
         async with open_engine(config, store) as engine:
-            return await engine.prefetch(URL)
+            return await engine.prefetch(parse_url(URL))
 
     run(once())
     reads = store.stats().read_requests
@@ -103,9 +102,9 @@ def test_objects_deleted_remotely_leave_the_mirror(store, config):
 
     async def go():
         async with open_engine(config, store) as engine:
-            await engine.prefetch(URL)
+            await engine.prefetch(parse_url(URL))
             store.delete("ds/f001")
-            return await engine.prefetch(URL)
+            return await engine.prefetch(parse_url(URL))
 
     report = run(go())
     assert sorted(tree(report.local_dir)) == ["f000", "f002"]
@@ -116,7 +115,7 @@ def test_concurrent_fetches_of_one_object_download_once(store, config):
 
     async def go():
         async with open_engine(config, ThrottledBackend(store, 0.05, None)) as engine:
-            results = await asyncio.gather(*(engine.fetch("memory://bkt/ds/shared")
+            results = await asyncio.gather(*(engine.fetch(parse_url("memory://bkt/ds/shared"))
                                              for _ in range(16)))
             return results
 
@@ -143,7 +142,7 @@ def test_budget_holds_while_many_downloads_run(store, config):
 
     async def go():
         async with open_engine(cfg, ThrottledBackend(store, 0.01, 20e6)) as engine:
-            task = asyncio.create_task(engine.prefetch(URL))
+            task = asyncio.create_task(engine.prefetch(parse_url(URL)))
             while not task.done():
                 samples.append(used_bytes())
                 await asyncio.sleep(0.005)
@@ -162,12 +161,12 @@ def test_larger_than_budget_dataset_stays_cached_without_churn(store, config):
 
     async def go():
         async with open_engine(cfg, store) as engine:
-            first = await engine.prefetch(URL)
+            first = await engine.prefetch(parse_url(URL))
             cached = set(tree(first.local_dir))
-            second = await engine.prefetch(URL)
+            second = await engine.prefetch(parse_url(URL))
             assert set(tree(second.local_dir)) == cached  # nothing evicted for its own misses
             assert second.objects_downloaded == 0
-            assert engine.counters["evictions"] == 0
+            assert engine.stats().evictions == 0
             return first, cached
 
     first, cached = run(go())
@@ -183,12 +182,12 @@ def test_other_unpinned_datasets_are_evicted_but_pinned_ones_never(store, config
 
     async def go():
         async with open_engine(cfg, store) as engine:
-            await engine.prefetch("memory://bkt/old/")
-            await engine.prefetch("memory://bkt/pinned/", owner="pod-1")
-            new = await engine.prefetch("memory://bkt/new/")
+            await engine.prefetch(parse_url("memory://bkt/old/"))
+            await engine.prefetch(parse_url("memory://bkt/pinned/"), owner="pod-1")
+            new = await engine.prefetch(parse_url("memory://bkt/new/"))
             assert new.objects_downloaded == 10 and not new.not_cached
-            statuses = {s.url: s for s in await engine.db(maintenance.statuses, engine, None)}
-            return statuses, engine.counters["evictions"]
+            statuses = {str(s.url): s for s in await engine.statuses()}
+            return statuses, engine.stats().evictions
 
     statuses, evictions = run(go())
     assert statuses["memory://bkt/pinned/"].objects_local == 10
@@ -202,7 +201,7 @@ def test_verify_finds_and_next_prefetch_repairs_exactly_the_damaged(store, confi
 
     async def go():
         async with open_engine(config, store) as engine:
-            report = await engine.prefetch(URL)
+            report = await engine.prefetch(parse_url(URL))
             local = report.local_dir
             target = local / "f001"
             os.chmod(target, 0o644)
@@ -213,15 +212,15 @@ def test_verify_finds_and_next_prefetch_repairs_exactly_the_damaged(store, confi
             os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # hide the change from stat
             os.unlink(local / "f002")
             (local / "stray.txt").write_bytes(b"not ours")
-            verify = await engine.db(maintenance.verify, engine, URL)
+            verify = await engine.verify(parse_url(URL))
             assert verify.corrupt == ["memory://bkt/ds/f001"]
             assert verify.missing == ["memory://bkt/ds/f002"]
             assert [os.path.basename(s) for s in verify.stray] == ["stray.txt"]
             reads = store.stats().read_requests
-            again = await engine.prefetch(URL)
+            again = await engine.prefetch(parse_url(URL))
             assert again.objects_downloaded == 2
             assert store.stats().read_requests == reads + 2
-            clean = await engine.db(maintenance.verify, engine, URL)
+            clean = await engine.verify(parse_url(URL))
             assert clean.clean and clean.ok == 5
 
     run(go())
@@ -232,14 +231,14 @@ def test_evict_refuses_pinned_unless_forced(store, config):
 
     async def go():
         async with open_engine(config, store) as engine:
-            await engine.prefetch(URL, owner="pod-a")
+            await engine.prefetch(parse_url(URL), owner="pod-a")
             with pytest.raises(Exception, match="in use by pod-a"):
-                await engine.db(maintenance.evict, engine, URL)
-            await engine.unpin(URL, "pod-a")
-            removed = await engine.db(maintenance.evict, engine, URL)
-            assert removed[0] == 3
-            assert await engine.db(engine.index.published_bytes) == 0
-            return engine.layout.dataset_dir
+                await engine.evict(parse_url(URL))
+            await engine.unpin(parse_url(URL), "pod-a")
+            removed = await engine.evict(parse_url(URL))
+            assert removed.objects_removed == 3
+            assert (await engine.usage()).published == 0
+            return engine.local_path
 
     run(go())
 
@@ -267,10 +266,10 @@ def test_symlink_planted_in_the_tree_is_not_written_through(store, config, tmp_p
 
     async def go():
         async with open_engine(config, store) as engine:
-            ds_dir = engine.layout.dataset_dir(parse_url(URL))
+            ds_dir = engine.local_path(parse_url(URL))
             ds_dir.mkdir(parents=True)
             (ds_dir / "sub").symlink_to(outside)
-            return await engine.prefetch(URL)
+            return await engine.prefetch(parse_url(URL))
 
     report = run(go())
     assert report.failed and report.failed[0].key == "ds/sub/file"

@@ -11,8 +11,10 @@ import os
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
-from shardcache.config import Config, RetryPolicy
-from shardcache.engine import Engine, maintenance
+from shardcache.config import Config
+from shardcache.engine import Engine
+from shardcache.retry import Retry
+from shardcache.store.layout import Layout
 from shardcache.urls import parse_url
 from support import EngineMachine
 
@@ -28,7 +30,7 @@ class CacheMachine(EngineMachine):
         self.config = Config(cache_dir=self.tmp / "cache", min_free_fraction=0.0,
                              multipart_threshold_bytes=1024 * 1024,
                              part_size_bytes=1024 * 1024,
-                             retry=RetryPolicy(base_backoff_s=0.001, max_backoff_s=0.001))
+                             retry=Retry(base_backoff_s=0.001, max_backoff_s=0.001))
         self.engine = self._open()
         self.prefetched = False
 
@@ -59,7 +61,7 @@ class CacheMachine(EngineMachine):
 
     @rule()
     def prefetch(self):
-        report = self.run(self.engine.prefetch(URL))
+        report = self.run(self.engine.prefetch(parse_url(URL)))
         assert report.ok, report.failed
         assert report.refused == []
         self.prefetched = True
@@ -72,22 +74,22 @@ class CacheMachine(EngineMachine):
     @rule()
     def crash_leftovers(self):
         """What a kill -9 mid-download leaves: an unlocked staging file."""
-        (self.engine.layout.staging_dir / "deadbeef.part").write_bytes(b"partial")
+        (Layout(self.engine.config.cache_dir).staging_dir / "deadbeef.part").write_bytes(b"partial")
         self.run(self.engine.close())
         self.engine = self._open()
-        assert list(self.engine.layout.staging_dir.iterdir()) == []
+        assert list(Layout(self.engine.config.cache_dir).staging_dir.iterdir()) == []
 
     @precondition(lambda self: self.prefetched and self.model)
     @rule(data=st.data())
     def damage(self, data):
         key = data.draw(st.sampled_from(sorted(self.model)))
-        path = self.engine.layout.dataset_dir(parse_url(URL)) / key
+        path = self.engine.local_path(parse_url(URL)) / key
         os.chmod(path, 0o644)
         with open(path, "r+b") as f:
             f.truncate(max(0, len(self.model[key]) - 1) if self.model[key] else 0)
             if not self.model[key]:
                 f.write(b"!")
-        self.run(self.engine.db(maintenance.verify, self.engine, URL))
+        self.run(self.engine.verify(parse_url(URL)))
         self.prefetched = False
 
     @precondition(lambda self: self.prefetched)

@@ -6,33 +6,16 @@ import os
 
 import pytest
 from shardcache.backends.faults import FaultPlan, FaultyBackend
-from shardcache.config import RetryPolicy
-from shardcache.engine.download import (
-    OBJECT_ROUNDS,
-    StalledError,
-    next_attempt,
-    object_round_decision,
-    worst_error,
-)
-from shardcache.errors import IntegrityError, NotFoundError, UnavailableError, VersionChangedError
+from shardcache.engine.download import worst_error
+from shardcache.errors import NotFoundError, UnavailableError, VersionChangedError
+from shardcache.urls import parse_url
 from support import open_engine, run, tree
 
 URL = "memory://bkt/ds/"
 MiB = 1024 * 1024
 
 
-def test_retry_decisions_are_pure_and_bounded():
-    policy = RetryPolicy(max_attempts=5)
-    assert next_attempt(1, UnavailableError("503"), policy) == 2
-    assert next_attempt(1, StalledError("stall"), policy) == 4  # one more try, then give up
-    assert not policy.should_retry(next_attempt(4, StalledError("x"), policy), True)
-    assert object_round_decision(UnavailableError("x"), 1, 5)
-    assert not object_round_decision(UnavailableError("x"), OBJECT_ROUNDS, 5)
-    assert not object_round_decision(StalledError("x"), 1, 5)
-    assert not object_round_decision(VersionChangedError("x"), 1, 5)
-    assert not object_round_decision(NotFoundError("x"), 1, 5)
-    assert object_round_decision(IntegrityError("x"), 4, 5)
-    assert not object_round_decision(IntegrityError("x"), 5, 5)
+def test_the_worst_error_decides_for_the_object():
     errors = [UnavailableError("a"), NotFoundError("b"), VersionChangedError("c")]
     assert isinstance(worst_error(errors), VersionChangedError)
     assert isinstance(worst_error(errors[:2]), NotFoundError)
@@ -48,13 +31,13 @@ def test_a_part_that_fails_all_its_attempts_is_fetched_again_alone(store, config
 
     async def go():
         async with open_engine(config, faulty) as engine:
-            report = await engine.prefetch(URL)
-            return report, engine.snapshot_counters()
+            report = await engine.prefetch(parse_url(URL))
+            return report, engine.stats()
 
     report, counters = run(go())
     assert report.ok, report.failed
     assert tree(report.local_dir) == {"big": data}
-    assert counters["object_retries"] == 1
+    assert counters.object_retries == 1
     # the five good parts crossed the wire once: nothing verified was downloaded again
     assert store.stats().bytes_read == len(data)
 
@@ -70,17 +53,17 @@ def test_prefetch_survives_heavy_transient_faults(store, config):
 
     async def go():
         async with open_engine(config, faulty) as engine:
-            return await engine.prefetch(URL), engine.snapshot_counters()
+            return await engine.prefetch(parse_url(URL)), engine.stats()
 
     report, counters = run(go())
     assert report.ok, report.failed
     assert tree(report.local_dir) == {k[3:]: v for k, v in objects.items()}
-    assert counters["retries"] > 0
+    assert counters.retries > 0
     # short bodies count per request; flips per object round (two flipped parts of one
     # object fail its whole-object MD5 once)
     short, flipped = faulty.injected["truncated"], faulty.injected["flipped"]
     assert short > 0 and flipped > 0
-    assert short + 1 <= counters["integrity_failures"] <= short + flipped
+    assert short + 1 <= counters.integrity_failures <= short + flipped
 
 
 def test_persistent_failures_are_reported_and_the_rest_completes(store, config):
@@ -92,18 +75,16 @@ def test_persistent_failures_are_reported_and_the_rest_completes(store, config):
 
     async def go():
         async with open_engine(config, faulty) as engine:
-            report = await engine.prefetch(URL)
-            rows = await engine.db(
-                __import__("shardcache.engine.maintenance").engine.maintenance.statuses, engine, URL
-            )
-            return report, rows, engine.snapshot_counters()
+            report = await engine.prefetch(parse_url(URL))
+            rows = [await engine.status(parse_url(URL))]
+            return report, rows, engine.stats()
 
     report, [row], counters = run(go())
     assert sorted(f.key for f in report.failed) == ["ds/bad1", "ds/sub/bad2"]
     assert all(f.kind == "unavailable" for f in report.failed)
     assert tree(report.local_dir) == {k[3:]: v for k, v in objects.items() if "bad" not in k}
-    assert row.state == "failed" and {e["key"] for e in row.errors} == {"ds/bad1", "ds/sub/bad2"}
-    assert counters["objects_failed"] == 2
+    assert row.state.value == "failed" and {e.key for e in row.errors} == {"ds/bad1", "ds/sub/bad2"}
+    assert counters.objects_failed == 2
 
 
 def test_a_flipped_byte_that_persists_is_never_published(store, config):
@@ -112,12 +93,12 @@ def test_a_flipped_byte_that_persists_is_never_published(store, config):
 
     async def go():
         async with open_engine(config, faulty) as engine:
-            return await engine.prefetch(URL), engine.snapshot_counters()
+            return await engine.prefetch(parse_url(URL)), engine.stats()
 
     report, counters = run(go())
     [failure] = report.failed
     assert failure.kind == "integrity" and "MD5" in failure.message
-    assert counters["integrity_failures"] == config.retry.max_attempts
+    assert counters.integrity_failures == config.retry.max_attempts
     assert tree(report.local_dir) == {}
     assert list((config.cache_dir / "staging").iterdir()) == []
 
@@ -130,7 +111,7 @@ def test_a_stalled_store_surfaces_as_an_error(store, config):
 
     async def go():
         async with open_engine(cfg, faulty) as engine:
-            return await asyncio.wait_for(engine.prefetch(URL), 30)
+            return await asyncio.wait_for(engine.prefetch(parse_url(URL)), 30)
 
     report = run(go())
     # whatever stalled twice in a row is reported as a stall; nothing hangs, nothing partial
@@ -160,10 +141,10 @@ def test_object_replaced_again_and_again_is_chased_then_reported(store, config):
     async def go(times):
         cfg = config.with_(max_concurrency=1)
         async with open_engine(cfg, Rewriter(store, times)) as engine:
-            return await engine.prefetch(URL), engine.snapshot_counters()
+            return await engine.prefetch(parse_url(URL)), engine.stats()
 
     report, counters = run(go(2))
-    assert report.ok and counters["version_restarts"] == 2
+    assert report.ok and counters.version_restarts == 2
     assert tree(report.local_dir) == {"hot": run(store.read(run(store.stat("ds/hot")), 0, 3 * MiB))}
     store.put("ds/hot", data)
     report, _ = run(go(10))
@@ -178,13 +159,13 @@ def test_cancelled_prefetch_leaves_nothing_partial_and_state_interrupted(store, 
 
     async def go():
         async with open_engine(config, faulty) as engine:
-            task = asyncio.create_task(engine.prefetch(URL))
+            task = asyncio.create_task(engine.prefetch(parse_url(URL)))
             while faulty.injected["stalled"] < 2:
                 await asyncio.sleep(0.01)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            rows = await engine.db(engine.index.datasets)
+            rows = await engine.statuses()
             return rows, list((config.cache_dir / "staging").iterdir())
 
     [row], staging = run(go())

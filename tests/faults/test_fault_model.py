@@ -14,8 +14,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule
 from shardcache.backends.faults import FaultPlan, FaultyBackend
-from shardcache.config import Config, RetryPolicy
+from shardcache.config import Config
 from shardcache.engine import Engine
+from shardcache.retry import Retry
+from shardcache.store.layout import Layout
+from shardcache.urls import parse_url
 from support import EngineMachine
 
 KEYS = ["a", "b/c", "b/d", "e/f/g", "ünï code"]
@@ -37,7 +40,7 @@ class FaultyCacheMachine(EngineMachine):
             multipart_threshold_bytes=MiB,
             part_size_bytes=MiB,
             read_timeout_s=1.0,
-            retry=RetryPolicy(base_backoff_s=0.0005, max_backoff_s=0.001),
+            retry=Retry(base_backoff_s=0.0005, max_backoff_s=0.001),
         )
         self.engine = self._open()
 
@@ -65,7 +68,7 @@ class FaultyCacheMachine(EngineMachine):
     def restart(self):
         self.run(self.engine.close())
         self.engine = self._open()
-        assert list(self.engine.layout.staging_dir.iterdir()) == []
+        assert list(Layout(self.engine.config.cache_dir).staging_dir.iterdir()) == []
 
     @rule(key=st.sampled_from(KEYS), data=st.binary(max_size=2000), big=st.booleans())
     def put(self, key, data, big):
@@ -95,7 +98,7 @@ class FaultyCacheMachine(EngineMachine):
             ),
         )
         try:
-            report = self.run(self.engine.prefetch(URL))
+            report = self.run(self.engine.prefetch(parse_url(URL)))
         finally:
             self.backend = self.store
         for f in report.failed:
@@ -106,7 +109,7 @@ class FaultyCacheMachine(EngineMachine):
         self.backend = FaultyBackend(self.store, FaultPlan(stall_rate=0.3, stall_s=0.02, seed=seed))
 
         async def abandon():
-            task = asyncio.ensure_future(self.engine.prefetch(URL))
+            task = asyncio.ensure_future(self.engine.prefetch(parse_url(URL)))
             await asyncio.sleep(after_s)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -116,12 +119,12 @@ class FaultyCacheMachine(EngineMachine):
             self.run(abandon())
         finally:
             self.backend = self.store
-        (self.engine.layout.staging_dir / f"{seed:x}.part").write_bytes(b"half")
+        (Layout(self.engine.config.cache_dir).staging_dir / f"{seed:x}.part").write_bytes(b"half")
         self.restart()
 
     @rule()
     def clean_prefetch_gives_the_model(self):
-        report = self.run(self.engine.prefetch(URL))
+        report = self.run(self.engine.prefetch(parse_url(URL)))
         assert report.ok, report.failed
         assert self.visible() == self.model
 

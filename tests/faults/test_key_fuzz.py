@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from shardcache import keys as keymap
 from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config
+from shardcache.urls import parse_url
 from support import open_engine
 
 segment = st.one_of(
@@ -36,7 +37,7 @@ def test_keys_from_the_store_never_escape_or_collide(raw_keys):
 
         async def go():
             async with open_engine(config, store) as engine:
-                return await engine.prefetch("memory://bkt/ds/")
+                return await engine.prefetch(parse_url("memory://bkt/ds/"))
 
         report = asyncio.run(go())
         accepted, refused = keymap.plan_paths("ds/" + k for k in raw_keys)

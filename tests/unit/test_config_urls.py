@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from shardcache.config import Config, RetryPolicy, parse_size
+from shardcache.config import Config, parse_size
 from shardcache.errors import ConfigError, redact
 from shardcache.urls import parse_url, require_cloud
 
@@ -35,14 +35,6 @@ def test_config_validates():
         Config(cache_dir=Path("/tmp"), max_bytes=0)
     with pytest.raises(ConfigError):
         Config(cache_dir=Path("/tmp"), min_free_fraction=1.5)
-
-
-def test_backoff_is_bounded_and_jittered():
-    policy = RetryPolicy(max_attempts=5, base_backoff_s=0.1, max_backoff_s=1.0)
-    assert policy.backoff_s(1, 0.5) == pytest.approx(0.05)
-    assert policy.backoff_s(10, 0.999) <= 1.0
-    assert policy.should_retry(4, True) and not policy.should_retry(5, True)
-    assert not policy.should_retry(1, False)
 
 
 @pytest.mark.parametrize("url,scheme,bucket,prefix", [

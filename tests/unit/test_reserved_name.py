@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config
-from shardcache.engine import maintenance
 from shardcache.keys import check_key, plan_paths
+from shardcache.urls import parse_url
 from support import open_engine
 
 URL = "memory://bkt/ds/"
@@ -52,7 +52,7 @@ def test_verify_keeps_status_dirs_and_removes_look_alikes(tmp_path: Path, url: s
 
     async def go() -> None:
         async with open_engine(config, store) as engine:
-            report = await engine.prefetch(URL)
+            report = await engine.prefetch(parse_url(URL))
             assert [r.key for r in report.refused] == ["ds/.shardcache/evil"]
             local = report.local_dir
             kept = _status_dirs(local)
@@ -61,14 +61,14 @@ def test_verify_keeps_status_dirs_and_removes_look_alikes(tmp_path: Path, url: s
             os.symlink("/etc", local / "deep" / ".shardcache")  # a link is never ours
             (local / "sub" / "x").mkdir()
             (local / "sub" / "x" / ".shardcache").write_text("a file is not ours either")
-            verify = await engine.db(maintenance.verify, engine, url)
+            verify = await engine.verify(parse_url(url) if url else None)
             names = sorted(os.path.basename(s) for s in verify.stray)
             assert names == [".shardcache", ".shardcache", "lnk"]
             for d in kept:
                 assert (d / "status.json").read_text() == "{}"
             assert not os.path.lexists(local / "deep" / ".shardcache")
             assert not os.path.lexists(local / "sub" / "x" / ".shardcache")
-            again = await engine.db(maintenance.verify, engine, url)
+            again = await engine.verify(parse_url(url) if url else None)
             assert again.clean and again.ok == 1
 
     asyncio.run(go())

@@ -19,7 +19,7 @@ What each SDK contributes, and why not more:
   each `AzureBlobFileSystem` registers a `weakref.finalize` that holds the instance itself,
   so instances are never freed and their finalizers run at exit against a closed loop.
 
-SDK retries are off (one attempt per call): the engine's `RetryPolicy` is the single retry
+SDK retries are off (one attempt per call): the engine's `Retry` value is the single retry
 layer, so retries never multiply. Every error leaves through one table (`error_table`).
 """
 

@@ -3,7 +3,7 @@
 `adopt_quick` runs at every open and costs time proportional to what was in flight, not to the
 size of the cache: it drops reservations of dead processes, settles `pending` rows (the only
 rows a crash can leave ambiguous), and removes staging files no live process holds. Files
-already published keep being checked one by one as they are used (`Engine._is_local` compares
+already published keep being checked one by one as they are used (`Store.is_local` compares
 inode, size and mtime), and `scan_full` checks everything (the agent runs it in the background,
 `shardcache verify` runs it with checksums).
 """
@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..keys import RESERVED_SEGMENT
-from ..store import files
-from ..store.index import Index
-from ..store.layout import Layout, open_dir
 from ..urls import parse_url
+from . import files
+from .index import Index
+from .layout import Layout, open_dir
 
 
 @dataclass
@@ -37,8 +37,7 @@ class AdoptReport:
 
 def adopt_quick(layout: Layout, index: Index) -> AdoptReport:
     report = AdoptReport()
-    index.begin()
-    try:
+    with index.transaction():
         report.reservations_dropped = index.drop_dead_reservations()
         for entry in index.pending():
             url = parse_url(entry.store + "/")
@@ -49,10 +48,6 @@ def adopt_quick(layout: Layout, index: Index) -> AdoptReport:
             else:
                 index.remove(entry.store, entry.key)
                 report.pending_dropped += 1
-        index.commit()
-    except BaseException:
-        index.rollback()
-        raise
     report.staging_removed = files.clean_staging(layout)
     return report
 

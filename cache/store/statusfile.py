@@ -15,32 +15,49 @@ import json
 import os
 import uuid
 from collections.abc import Mapping
-from typing import Any
 
-from shardcache.keys import RESERVED_SEGMENT
-from shardcache.store.layout import Layout, open_dir
-from shardcache.urls import StoreURL
+from ..keys import RESERVED_SEGMENT
+from ..status import DatasetStatus
+from ..urls import StoreURL
+from .layout import Layout, open_dir
 
 STATUS_NAME = "status.json"
-#: fields copied from the API's status document; anything else stays inside the agent
+#: where the file is, relative to the dataset's directory
+RELATIVE_PATH = os.path.join(RESERVED_SEGMENT, STATUS_NAME)
+#: fields copied from the status document; anything else stays inside the agent
 FIELDS = ("url", "state", "objects_total", "objects_local", "bytes_total", "bytes_local")
-#: while a prefetch runs, the file is rewritten at most this often: an init container polls it
-#: about once a second, and a write per finished object would cost a rename per object
-WRITE_INTERVAL_S = 1.0
 
 
-def status_record(doc: Mapping[str, Any], now: float) -> dict[str, Any]:
-    """The file's content from an API status document; `now` is wall-clock (epoch) seconds."""
-    record = {name: doc[name] for name in FIELDS}
+def status_record(status: DatasetStatus, now: float) -> dict[str, object]:
+    """The file's content from a status; `now` is wall-clock (epoch) seconds."""
+    doc = status.as_json()
+    record: dict[str, object] = {name: doc[name] for name in FIELDS}  # type: ignore[literal-required]
     record["updated_at"] = round(now, 3)
     return record
 
 
+def parse_status_file(text: str, ds: StoreURL) -> tuple[DatasetStatus | None, str | None]:
+    """The status in a status file's `text`, or why none could be taken from it.
+
+    A file for another dataset is ignored (a mount of the wrong dataset must not start the pod
+    early); the reason is for the warning at timeout.
+    """
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict):
+            raise ValueError("not an object")
+        if doc.get("url") != str(ds):
+            return None, f"the status file describes {doc.get('url')!r}, not {ds}"
+        return DatasetStatus.from_json(doc), None
+    except (ValueError, TypeError, KeyError) as e:  # half-written, damaged, or not ours
+        return None, f"the status file is unreadable ({e})"
+
+
 def _segments(layout: Layout, ds: StoreURL) -> list[str]:
-    return [*layout.store_segments(ds), *(p for p in ds.prefix.split("/") if p), RESERVED_SEGMENT]
+    return [*layout.dataset_segments(ds), RESERVED_SEGMENT]
 
 
-def write_status_file(layout: Layout, ds: StoreURL, record: Mapping[str, Any]) -> None:
+def write_status_file(layout: Layout, ds: StoreURL, record: Mapping[str, object]) -> None:
     """Blocking. Replace the dataset's status file with `record`."""
     data = (json.dumps(record, sort_keys=True) + "\n").encode()
     # unique per write: the registration and the periodic writer may write at the same moment

@@ -1,0 +1,249 @@
+"""The typed values the engine hands out: a dataset's status, a prefetch's progress and the
+engine's counters. Pure: no I/O, so the agent, the CLI, the client and the status file read
+and write one document with one meaning.
+
+The status document is `DatasetStatus`; `as_json()` is the JSON of docs/agent-api.md (the
+agent leaves out `listed_at`), `from_json()` reads it back from the agent's answer or from a
+dataset's status file. `fraction_local` is computed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import NotRequired, TypedDict
+
+from .urls import StoreURL, parse_url
+
+
+class DatasetState(enum.StrEnum):
+    """Where a dataset's prefetch stands.
+
+    Transitions (a prefetch run drives them; nothing else does)::
+
+        (not known) ─┐
+        any settled ─┴─> LISTING ──> DOWNLOADING ──> COMPLETE | PARTIAL | FAILED
+                                          └────────> INTERRUPTED  (cancelled: SIGTERM, abandoned)
+
+    - LISTING exists only while a run lists (it is live progress, never stored);
+    - DOWNLOADING is stored with the manifest, in the same transaction, so the index never has
+      a listed dataset without a state;
+    - COMPLETE: every listed object is local; PARTIAL: some keys were refused as unsafe or not
+      cached for lack of room (or the run only listed); FAILED: some object failed (see
+      `errors`); INTERRUPTED: the run was cancelled;
+    - IDLE: known but nothing runs and the run did not finish: a DOWNLOADING left behind by a
+      process that was killed reads as IDLE once no run is going on (the agent knows; the
+      in-process engine shows what the index says, since another process may be running);
+      a dataset accepted by the agent but not listed yet is IDLE too.
+
+    Settled states (COMPLETE, PARTIAL, FAILED, INTERRUPTED, IDLE) go back to LISTING with the
+    next run; `evict` forgets the dataset.
+    """
+
+    LISTING = "listing"
+    DOWNLOADING = "downloading"
+    COMPLETE = "complete"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    IDLE = "idle"
+
+    @classmethod
+    def parse(cls, text: object) -> DatasetState:
+        """The state of a stored or received string; anything unknown reads as IDLE."""
+        try:
+            return cls(str(text))
+        except ValueError:
+            return cls.IDLE
+
+    @property
+    def listed(self) -> bool:
+        """Whether a state implies that the dataset's listing is known."""
+        return self not in (DatasetState.LISTING, DatasetState.IDLE)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing is working on the dataset (done, partly done, failed or left)."""
+        return self not in (DatasetState.LISTING, DatasetState.DOWNLOADING)
+
+
+def fraction_local(bytes_local: int, bytes_total: int, objects_local: int, objects_total: int,
+                   listed: bool) -> float:
+    """The share of a dataset that is local, in [0, 1]: THE rule, used by every reader.
+
+    By bytes. An empty dataset (0 bytes) counts as wholly local once its listing is known and
+    every listed object is local (zero-byte objects are objects too); before that, nothing is
+    known to be local and the fraction is 0 (an unlisted dataset must never release a wait).
+    """
+    if bytes_total > 0:
+        return min(1.0, max(0, bytes_local) / bytes_total)
+    return 1.0 if listed and objects_local >= objects_total else 0.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One object (or a whole run, key "") that failed: what status shows in `errors`."""
+
+    key: str
+    kind: str
+    message: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"key": self.key, "kind": self.kind, "message": self.message}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, object]) -> Failure:
+        return cls(str(doc.get("key", "")), str(doc.get("kind", "")), str(doc.get("message", "")))
+
+
+class StatusJSON(TypedDict):
+    url: str
+    local_dir: str
+    state: str
+    objects_total: int
+    objects_local: int
+    bytes_total: int
+    bytes_local: int
+    fraction_local: float
+    rate_bytes_per_s: float
+    eta_s: float | None
+    owners: list[str]
+    errors: list[dict[str, str]]
+    listed_at: NotRequired[float | None]
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """One dataset as the engine (and, with rate and ETA, the agent) sees it."""
+
+    url: StoreURL
+    local_dir: Path
+    state: DatasetState
+    objects_total: int = 0
+    objects_local: int = 0
+    bytes_total: int = 0
+    bytes_local: int = 0
+    owners: tuple[str, ...] = ()
+    errors: tuple[Failure, ...] = ()
+    #: wall-clock time of the last listing; None while never listed
+    listed_at: float | None = None
+    #: bytes per second over the agent's recent window; 0 outside the agent
+    rate_bytes_per_s: float = 0.0
+    eta_s: float | None = None
+
+    @property
+    def listed(self) -> bool:
+        return self.listed_at is not None or self.state.listed
+
+    @property
+    def fraction_local(self) -> float:
+        return fraction_local(self.bytes_local, self.bytes_total, self.objects_local,
+                              self.objects_total, self.listed)
+
+    def as_json(self, *, listed_at: bool = True) -> StatusJSON:
+        doc = StatusJSON(
+            url=str(self.url), local_dir=str(self.local_dir), state=self.state.value,
+            objects_total=self.objects_total, objects_local=self.objects_local,
+            bytes_total=self.bytes_total, bytes_local=self.bytes_local,
+            fraction_local=round(self.fraction_local, 6),
+            rate_bytes_per_s=round(self.rate_bytes_per_s, 1), eta_s=self.eta_s,
+            owners=list(self.owners), errors=[e.as_json() for e in self.errors])
+        if listed_at:
+            doc["listed_at"] = self.listed_at
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, object]) -> DatasetStatus:
+        """From the agent's answer or a status file (which has only the counts and the
+        state). Raises ValueError / TypeError on a document that is not a status."""
+        errors = doc.get("errors") or []
+        owners = doc.get("owners") or []
+        if not isinstance(errors, list) or not isinstance(owners, list):
+            raise TypeError("errors and owners must be lists")
+        listed_at = doc.get("listed_at")
+        eta = doc.get("eta_s")
+        return cls(
+            url=parse_url(str(doc["url"])),
+            local_dir=Path(str(doc.get("local_dir") or "")),
+            state=DatasetState.parse(doc.get("state")),
+            objects_total=_int(doc, "objects_total"), objects_local=_int(doc, "objects_local"),
+            bytes_total=_int(doc, "bytes_total"), bytes_local=_int(doc, "bytes_local"),
+            owners=tuple(str(o) for o in owners),
+            errors=tuple(Failure.from_json(e) for e in errors if isinstance(e, Mapping)),
+            listed_at=float(listed_at) if isinstance(listed_at, int | float) else None,
+            rate_bytes_per_s=float(_num(doc, "rate_bytes_per_s")),
+            eta_s=float(eta) if isinstance(eta, int | float) else None,
+        )
+
+
+def _num(doc: Mapping[str, object], name: str) -> float:
+    value = doc.get(name) or 0
+    if not isinstance(value, int | float | str):
+        raise TypeError(f"{name} must be a number")
+    return float(value)
+
+
+def _int(doc: Mapping[str, object], name: str) -> int:
+    return int(_num(doc, name))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A running prefetch, as it advances (newer than the index, which learns of an object
+    only once it is published)."""
+
+    url: str
+    objects_total: int
+    bytes_total: int
+    objects_done: int = 0
+    bytes_done: int = 0
+    objects_failed: int = 0
+    started_at: float = 0.0
+    #: False until the listing is known (the totals are then 0)
+    listed: bool = True
+
+    def add(self, objects: int = 0, nbytes: int = 0, failed: int = 0) -> Progress:
+        return replace(self, objects_done=self.objects_done + objects,
+                       bytes_done=self.bytes_done + nbytes,
+                       objects_failed=self.objects_failed + failed)
+
+
+def with_progress(status: DatasetStatus, live: Progress) -> DatasetStatus:
+    """`status` as seen while the run that reports `live` is going on. While it lists, a
+    dataset listed before keeps its counts (and reads as downloading: its files are there)."""
+    if not live.listed:
+        listed = status.listed_at is not None
+        return replace(status, state=DatasetState.DOWNLOADING if listed else DatasetState.LISTING)
+    return replace(status, state=DatasetState.DOWNLOADING,
+                   objects_total=live.objects_total, bytes_total=live.bytes_total,
+                   objects_local=max(status.objects_local, live.objects_done),
+                   bytes_local=max(status.bytes_local, live.bytes_done))
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of one engine's counters since it opened (the agent's metrics, and
+    `prefetch --output json` under `counters`)."""
+
+    objects_downloaded: int = 0
+    bytes_downloaded: int = 0
+    evictions: int = 0
+    evicted_bytes: int = 0
+    #: requests whose bytes did not add up, and whole objects that did not match
+    integrity_failures: int = 0
+    #: objects not cached for lack of room, to be read through
+    read_through: int = 0
+    object_retries: int = 0
+    version_restarts: int = 0
+    objects_failed: int = 0
+    disk_full: int = 0
+    #: bytes received from stores, and requests retried
+    bytes_read: int = 0
+    retries: int = 0
+    #: objects still to do in the prefetches running now
+    objects_queued: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return asdict(self)
