@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NotRequired, TypedDict
 
@@ -187,6 +187,56 @@ def _num(doc: Mapping[str, object], name: str) -> float:
 
 def _int(doc: Mapping[str, object], name: str) -> int:
     return int(_num(doc, name))
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What `verify` found: files checked and ok, and the names of the damaged (corrupt),
+    missing and stray ones (removed when it repaired)."""
+
+    checked: int = 0
+    ok: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    stray: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.corrupt or self.missing or self.stray)
+
+    def as_json(self) -> dict[str, object]:
+        return {"checked": self.checked, "ok": self.ok, "corrupt": self.corrupt,
+                "missing": self.missing, "stray": self.stray, "clean": self.clean}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, object]) -> VerifyReport:
+        return cls(_int(doc, "checked"), _int(doc, "ok"), _names(doc, "corrupt"),
+                   _names(doc, "missing"), _names(doc, "stray"))
+
+
+@dataclass(frozen=True)
+class Evicted:
+    """What `evict` removed."""
+
+    url: StoreURL
+    objects_removed: int
+    bytes_removed: int
+
+    def as_json(self) -> dict[str, object]:
+        return {"url": str(self.url), "objects_removed": self.objects_removed,
+                "bytes_removed": self.bytes_removed}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, object]) -> Evicted:
+        return cls(parse_url(str(doc["url"])), _int(doc, "objects_removed"),
+                   _int(doc, "bytes_removed"))
+
+
+def _names(doc: Mapping[str, object], name: str) -> list[str]:
+    value = doc.get(name) or []
+    if not isinstance(value, list):
+        raise TypeError(f"{name} must be a list")
+    return [str(v) for v in value]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any
 
 from ..client.agent_client import AgentClient
 from ..config import format_size
@@ -31,12 +30,6 @@ def run_with_agent(args: argparse.Namespace, socket_path: str, out: Output) -> i
         out.error(f"`shardcache {args.command}` does not run through the agent")
         return 2
     return handler(client, args, out)
-
-
-def _request(client: AgentClient, method: str, path: str, body: Any = None) -> Any:
-    # verify and evict are agent endpoints (docs/agent-api.md) without a typed method on the
-    # client yet; `_request` keeps the same transport, timeouts and error mapping
-    return client._request(method, path, body, timeout_s=client.fetch_timeout_s)
 
 
 def _prefetch(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
@@ -104,29 +97,29 @@ def _status(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
 
 
 def _verify(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
-    report = _request(client, "POST", "/v1/verify", {"url": args.url})
+    report = client.verify(args.url)
     if out.json_mode:
-        out.json(report)
+        out.json(report.as_json())
     else:
-        out.line(f"checked {report['checked']} files in the agent's cache: {report['ok']} ok, "
-                 f"{len(report['corrupt'])} damaged, {len(report['missing'])} missing, "
-                 f"{len(report['stray'])} stray")
-        for name in report["corrupt"]:
+        out.line(f"checked {report.checked} files in the agent's cache: {report.ok} ok, "
+                 f"{len(report.corrupt)} damaged, {len(report.missing)} missing, "
+                 f"{len(report.stray)} stray")
+        for name in report.corrupt:
             out.line(f"damaged (removed; the next prefetch fetches it again): {name}")
-        for name in report["missing"]:
+        for name in report.missing:
             out.line(f"missing (the next prefetch fetches it again): {name}")
-        for name in report["stray"]:
+        for name in report.stray:
             out.line(f"stray file not in the index (removed): {name}")
-    return EXIT_OK if report["clean"] else EXIT_FAILED
+    return EXIT_OK if report.clean else EXIT_FAILED
 
 
 def _evict(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
-    report = _request(client, "POST", "/v1/evict", {"url": args.url, "force": args.force})
+    evicted = client.evict(args.url, args.force)
     if out.json_mode:
-        out.json(report)
+        out.json(evicted.as_json())
     else:
-        out.line(f"removed {report['objects_removed']} objects "
-                 f"({format_size(report['bytes_removed'])}) of {report['url']}")
+        out.line(f"removed {evicted.objects_removed} objects "
+                 f"({format_size(evicted.bytes_removed)}) of {evicted.url}")
     return EXIT_OK
 
 

@@ -100,8 +100,7 @@ async def _status(engine: Engine, args: argparse.Namespace, out: Output) -> int:
 async def _verify(engine: Engine, args: argparse.Namespace, out: Output) -> int:
     report = await engine.verify(parse_url(args.url) if args.url else None)
     if out.json_mode:
-        out.json({"checked": report.checked, "ok": report.ok, "corrupt": report.corrupt,
-                  "missing": report.missing, "stray": report.stray})
+        out.json(report.as_json())
     else:
         out.line(f"checked {report.checked} files: {report.ok} ok, {len(report.corrupt)} "
                  f"damaged, {len(report.missing)} missing, {len(report.stray)} stray")

@@ -11,12 +11,14 @@ import http.client
 import json
 import socket
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import errors
-from ..status import DatasetStatus
+from ..status import DatasetStatus, Evicted, VerifyReport
 
+T = TypeVar("T")
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, socket_path: str, timeout_s: float) -> None:
@@ -79,6 +81,17 @@ class AgentClient:
         path = answer.get("path")
         return str(path) if path else None
 
+    def verify(self, url: str | None) -> VerifyReport:
+        """Check (and repair) the agent's files of `url`, or of its whole cache."""
+        answer = self._request("POST", "/v1/verify", {"url": url},
+                               timeout_s=self.fetch_timeout_s)
+        return _typed(VerifyReport.from_json, answer)
+
+    def evict(self, url: str, force: bool = False) -> Evicted:
+        answer = self._request("POST", "/v1/evict", {"url": url, "force": force},
+                               timeout_s=self.fetch_timeout_s)
+        return _typed(Evicted.from_json, answer)
+
     def path(self, url: str) -> str:
         return str(self._request("GET", "/v1/path?" + urllib.parse.urlencode({"url": url}))["path"])
 
@@ -106,11 +119,16 @@ class AgentClient:
 
 
 def _status(doc: Any) -> DatasetStatus:
+    return _typed(DatasetStatus.from_json, doc)
+
+
+def _typed(parse: Callable[[Any], T], doc: Any) -> T:
+    """An answer as its typed value; one that does not parse is the agent misbehaving."""
     try:
-        return DatasetStatus.from_json(doc)
-    except (KeyError, TypeError, ValueError) as e:
-        raise errors.UnavailableError(f"the shardcache agent sent a status that is not one: "
-                                      f"{e}") from e
+        return parse(doc)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise errors.UnavailableError(f"the shardcache agent sent an answer that does not "
+                                      f"parse: {e}") from e
 
 
 def _error_from(status: int, data: bytes) -> errors.CacheError:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from ..status import DatasetState, DatasetStatus, EngineStats, Failure, Progress
-from ..store.maintenance import VerifyReport
-from .engine import Engine, Evicted
+from ..status import (
+    DatasetState,
+    DatasetStatus,
+    EngineStats,
+    Evicted,
+    Failure,
+    Progress,
+    VerifyReport,
+)
+from .engine import Engine
 from .fetch import FetchResult
 from .prefetch import PrefetchReport
 

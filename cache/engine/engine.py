@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,10 +33,17 @@ from ..backends.base import ObjectInfo
 from ..config import Config
 from ..errors import CacheError
 from ..policy import Usage
-from ..status import DatasetState, DatasetStatus, EngineStats, Progress, with_progress
+from ..status import (
+    DatasetState,
+    DatasetStatus,
+    EngineStats,
+    Evicted,
+    Progress,
+    VerifyReport,
+    with_progress,
+)
 from ..store import maintenance, statusfile
 from ..store.adopt import AdoptReport, scan_full
-from ..store.maintenance import VerifyReport
 from ..store.store import Store
 from ..urls import StoreURL
 from .fetch import (
@@ -52,13 +58,6 @@ from .fetch import (
 from .prefetch import Prefetcher, PrefetchReport
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Evicted:
-    url: StoreURL
-    objects_removed: int
-    bytes_removed: int
 
 
 class Engine:

@@ -78,12 +78,7 @@ class Prefetcher:
         started = time.monotonic()
         store, url = self._store, str(ds)
         report(Progress(url, 0, 0, started_at=time.time(), listed=False))
-        backend = await self._backends.get(ds)
-        listing = await with_retries(lambda: backend.list_objects(ds.prefix),
-                                     store.config.retry)
-        accepted, refused = keymap.plan_paths(o.key for o in listing)
-        ok = set(accepted)
-        objects = [o for o in listing if o.key in ok]
+        objects, refused = await self._list(ds)
         await store.call(store.record_listing, ds, objects, owner)
         # The directory exists from the moment the dataset is known, empty or not, so that a
         # bind mount can be made before the first file arrives.
@@ -103,23 +98,37 @@ class Prefetcher:
                 await asyncio.shield(store.call(store.set_state, ds, DatasetState.INTERRUPTED,
                                                 _errors(run.failed, refused)))
                 raise
-        final = _final_state(run.failed, run.not_cached, refused, download, todo)
-        try:
-            await store.call(store.set_state, ds, final, _errors(run.failed, refused))
-        except sqlite3.OperationalError as e:
-            if not is_disk_full(e):
-                raise
-            # the disk is full: the files that were published stand, and the report below is
-            # still the truth; only the dataset's stored state could not be updated
-            run.failed.append(Failure(url, "over_capacity", "the disk holding the cache is "
-                                      "full; the dataset's state in the index could not be "
-                                      "updated"))
+        await self._settle(run, _final_state(run, refused, download, todo), refused)
         return PrefetchReport(
             url=url, local_dir=local_dir, objects_total=len(objects),
             bytes_total=sum(o.size for o in objects),
             objects_downloaded=run.objects_downloaded, bytes_downloaded=run.bytes_downloaded,
             objects_already_local=len(local), refused=refused, failed=run.failed,
             not_cached=run.not_cached, seconds=time.monotonic() - started)
+
+    async def _list(self, ds: StoreURL) -> tuple[list[ObjectInfo], list[keymap.KeyRefusal]]:
+        """The dataset's objects whose keys can be paths, and the refused ones."""
+        backend = await self._backends.get(ds)
+        listing = await with_retries(lambda: backend.list_objects(ds.prefix),
+                                     self._store.config.retry)
+        accepted, refused = keymap.plan_paths(o.key for o in listing)
+        ok = set(accepted)
+        return [o for o in listing if o.key in ok], refused
+
+    async def _settle(self, run: _Run, final: DatasetState,
+                      refused: list[keymap.KeyRefusal]) -> None:
+        """Store the run's final state and errors."""
+        store = self._store
+        try:
+            await store.call(store.set_state, run.ds, final, _errors(run.failed, refused))
+        except sqlite3.OperationalError as e:
+            if not is_disk_full(e):
+                raise
+            # the disk is full: the files that were published stand, and the report is still
+            # the truth; only the dataset's stored state could not be updated
+            run.failed.append(Failure(str(run.ds), "over_capacity", "the disk holding the "
+                                      "cache is full; the dataset's state in the index could "
+                                      "not be updated"))
 
     async def _download_all(self, run: _Run, todo: list[ObjectInfo]) -> None:
         protect = ((run.ds.store, run.ds.prefix),)
@@ -164,11 +173,10 @@ def _errors(failed: list[Failure], refused: list[keymap.KeyRefusal]) -> list[Fai
     return [*failed, *(Failure(r.key, "unsafe_key", r.reason) for r in refused)]
 
 
-def _final_state(failed: list[Failure], not_cached: list[str],
-                 refused: list[keymap.KeyRefusal], download: bool,
+def _final_state(run: _Run, refused: list[keymap.KeyRefusal], download: bool,
                  todo: list[ObjectInfo]) -> DatasetState:
-    if failed:
+    if run.failed:
         return DatasetState.FAILED
-    if not_cached or refused or (todo and not download):
+    if run.not_cached or refused or (todo and not download):
         return DatasetState.PARTIAL
     return DatasetState.COMPLETE

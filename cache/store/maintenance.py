@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CacheError
 from ..keys import RESERVED_SEGMENT
-from ..status import DatasetState, DatasetStatus, Failure
+from ..status import DatasetState, DatasetStatus, Failure, VerifyReport
 from ..urls import StoreURL, parse_url
 from . import files
 from .adopt import scan_full
@@ -18,16 +18,14 @@ from .store import Store
 
 
 @dataclass
-class VerifyReport:
+class _Found:
+    """What a verification has found so far (its result is the frozen `VerifyReport`)."""
+
     checked: int = 0
     ok: int = 0
     corrupt: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     stray: list[str] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        return not (self.corrupt or self.missing or self.stray)
 
 
 def statuses(store: Store, ds: StoreURL | None) -> list[DatasetStatus]:
@@ -57,7 +55,7 @@ def verify(store: Store, ds: StoreURL | None, repair: bool = True) -> VerifyRepo
     type, identity, size and MD5. With `repair`, damaged and stray files are removed so the
     next prefetch fetches exactly those again. Blocking; run on the store's thread."""
     idx = store.index
-    report = VerifyReport()
+    report = _Found()
     if ds is None:
         scan = scan_full(store.layout, idx, remove=repair)
         report.missing += scan.missing
@@ -83,7 +81,7 @@ def verify(store: Store, ds: StoreURL | None, repair: bool = True) -> VerifyRepo
             store.evict_object(name, key)
     if ds is not None:
         _dataset_strays(store, ds, report, repair)
-    return report
+    return VerifyReport(report.checked, report.ok, report.corrupt, report.missing, report.stray)
 
 
 def _check_file(store: Store, url: StoreURL, key: str, size: int, md5: str | None,
@@ -107,7 +105,7 @@ def _check_file(store: Store, url: StoreURL, key: str, size: int, md5: str | Non
         os.close(fd)
 
 
-def _dataset_strays(store: Store, ds: StoreURL, report: VerifyReport, repair: bool) -> None:
+def _dataset_strays(store: Store, ds: StoreURL, report: _Found, repair: bool) -> None:
     """Files and links under the dataset's directory that the index does not know. Walked by
     descriptor without following links, so a planted link is reported and removed, and what
     it points to is never looked at."""

@@ -181,16 +181,7 @@ async def path(request: web.Request) -> web.Response:
 async def verify(request: web.Request) -> web.Response:
     doc = await _body(request)
     report = await _serving(request).verify(_str(doc, "url", required=False))
-    return web.json_response(
-        {
-            "checked": report.checked,
-            "ok": report.ok,
-            "corrupt": report.corrupt,
-            "missing": report.missing,
-            "stray": report.stray,
-            "clean": report.clean,
-        }
-    )
+    return web.json_response(report.as_json())
 
 
 async def evict(request: web.Request) -> web.Response:
@@ -199,13 +190,7 @@ async def evict(request: web.Request) -> web.Response:
     if not isinstance(force, bool):
         raise ConfigError('"force" must be true or false')
     evicted = await _serving(request).evict(_str(doc, "url"), force)
-    return web.json_response(
-        {
-            "url": str(evicted.url),
-            "objects_removed": evicted.objects_removed,
-            "bytes_removed": evicted.bytes_removed,
-        }
-    )
+    return web.json_response(evicted.as_json())
 
 
 def _json(status: DatasetStatus) -> StatusJSON:

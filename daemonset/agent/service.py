@@ -14,8 +14,7 @@ import logging
 import time
 from collections import deque
 
-from shardcache.engine import DatasetStatus, Engine, Failure, Progress, VerifyReport
-from shardcache.engine.engine import Evicted
+from shardcache.engine import DatasetStatus, Engine, Evicted, Failure, Progress, VerifyReport
 from shardcache.errors import CacheError, ConfigError, PolicyDeniedError, kind_of, redact
 from shardcache.urls import StoreURL, parse_url, require_cloud
 
