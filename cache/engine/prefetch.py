@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import sqlite3
 import time
 from collections.abc import Callable
@@ -42,6 +43,17 @@ def failure_of(key: str, error: BaseException) -> Failure:
     return Failure(key, kind_of(error), redact(str(error)) or type(error).__name__)
 
 
+class Outcome(enum.Enum):
+    """What became of one object of a prefetch."""
+
+    DOWNLOADED = "downloaded"
+    #: someone else (another caller, another process) published it meanwhile
+    LOCAL = "local"
+    FAILED = "failed"
+    #: over the byte budget: read through on demand
+    NOT_CACHED = "not_cached"
+
+
 @dataclass
 class _Run:
     """One prefetch's working state (what it downloaded, what failed, its progress)."""
@@ -54,13 +66,13 @@ class _Run:
     objects_downloaded: int = 0
     bytes_downloaded: int = 0
 
-    def advance(self, info: ObjectInfo, outcome: str) -> None:
-        if outcome == "downloaded":
+    def advance(self, info: ObjectInfo, outcome: Outcome) -> None:
+        if outcome is Outcome.DOWNLOADED:
             self.objects_downloaded += 1
             self.bytes_downloaded += info.size
-        local = outcome in ("downloaded", "local")
+        local = outcome in (Outcome.DOWNLOADED, Outcome.LOCAL)
         self.progress = self.progress.add(objects=1, nbytes=info.size if local else 0,
-                                          failed=int(outcome == "failed"))
+                                          failed=int(outcome is Outcome.FAILED))
         self.report(self.progress)
 
 
@@ -146,8 +158,7 @@ class Prefetcher:
             for _ in range(n):
                 group.create_task(worker())
 
-    async def _one(self, run: _Run, info: ObjectInfo, protect: Protect) -> str:
-        """"downloaded", "local" (someone else did), "failed" or "not_cached" (over budget)."""
+    async def _one(self, run: _Run, info: ObjectInfo, protect: Protect) -> Outcome:
         store = self._store
 
         async def new_version(new: ObjectInfo) -> None:
@@ -161,11 +172,11 @@ class Prefetcher:
             if isinstance(e, OverCapacityError):
                 self._tally.disk_full += 1
             run.failed.append(failure_of(info.key, e))
-            return "failed"
+            return Outcome.FAILED
         if result.path is None:
             run.not_cached.append(info.key)
-            return "not_cached"
-        return "downloaded" if result.downloaded else "local"
+            return Outcome.NOT_CACHED
+        return Outcome.DOWNLOADED if result.downloaded else Outcome.LOCAL
 
 
 def _errors(failed: list[Failure], refused: list[keymap.KeyRefusal]) -> list[Failure]:
