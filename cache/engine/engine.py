@@ -169,7 +169,7 @@ class Engine:
             if url.store not in self._backends:
                 factory = self._factory
                 if factory is None:
-                    from ..backends.fsspec_adapter import open_backend
+                    from ..backends.cloud import open_backend
 
                     factory = open_backend
                 self._backends[url.store] = await factory(url, self.config)
