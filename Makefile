@@ -23,10 +23,12 @@ test: $(BIN)/python
 	bash scripts/install-test-deps.sh
 	$(BIN)/python -m pytest
 
+# mypy with no argument checks the three packages named in pyproject ([tool.mypy] packages)
 lint: $(BIN)/python
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy cache
+	$(BIN)/mypy
 
 bench: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'

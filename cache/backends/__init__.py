@@ -1,8 +1,8 @@
 """Object-store backends: a small async Protocol and its implementations.
 
-`base` defines the seam; `fsspec_adapter` is the only module that imports the cloud SDKs
-(through fsspec's async filesystems); `memory` is an in-memory store that ships as product
-code for tests and benchmarks.
+`base` defines the seam; `cloud` holds the real stores and is the only package that imports
+the cloud SDKs; `memory` (an in-memory store) and `faults` (a fault-injecting wrapper) ship as
+product code for tests, benchmarks and users' own tests.
 """
 
 from __future__ import annotations

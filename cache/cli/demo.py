@@ -37,8 +37,8 @@ _BENCH_EXTRA = ("moto", "s3fs")
 def run_demo(args: argparse.Namespace, config: Config, out: Output) -> int:
     missing = [m for m in _BENCH_EXTRA if importlib.util.find_spec(m) is None]
     if missing:
-        raise ConfigError(f"shardcache demo needs {', '.join(missing)}, which come with the "
-                          "bench extra: pip install 'shardcache[s3,bench]' (or `make demo`)")
+        raise ConfigError(f"shardcache demo needs {' and '.join(missing)} (the bench extra): "
+                          "pip install 'shardcache[s3,bench]', or run `make demo`")
     plan = QuickPlan(
         small_files=args.small_files, large_files=args.large_files, large_mib=args.large_mib,
         proxy=ProxyConfig(first_byte_delay_s=args.first_byte_ms / 1000,

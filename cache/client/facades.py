@@ -173,7 +173,7 @@ class RemoteStore:
 
         async def call() -> T:
             if url.store not in self._backends:
-                from ..backends.fsspec_adapter import open_backend
+                from ..backends.cloud import open_backend
 
                 self._backends[url.store] = asyncio.ensure_future(open_backend(url, self.config))
             opening = self._backends[url.store]

@@ -78,7 +78,7 @@ class Backends:
             if url.store not in self._open:
                 factory = self._factory
                 if factory is None:
-                    from ..backends.fsspec_adapter import open_backend
+                    from ..backends.cloud import open_backend
 
                     factory = open_backend
                 self._open[url.store] = await factory(url, self._config)

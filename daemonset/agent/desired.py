@@ -1,7 +1,7 @@
 """What the pods on this node ask of the agent: pure, from pod JSON and the policy.
 
 A pod opts in with the label `shardcache.io/enabled: "true"` and names datasets in its
-annotations (read by the webhook's `optin` module, so both read the contract the same way).
+annotations (read by `shardcache_daemonset.podspec`, as the webhook reads them).
 Each URL goes through the namespace policy; a refused one becomes a `Refusal` to report, never
 a registration. `plan` compares what the pods want with the pins in the index: the pod watcher
 is this module plus I/O.
@@ -14,8 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shardcache.errors import OptInError
+
+from ..podspec import is_enabled, read_opt_in
 from ..policy import Policy
-from ..webhook.optin import OptInError, is_enabled, read_opt_in
 
 #: pod phases after which no container of the pod runs again
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from shardcache.errors import OptInError
 from shardcache.store.layout import Layout
 from shardcache.urls import StoreURL
 
+from ..podspec import DRIVER_NAME, DatasetRequest, OptIn, is_enabled, read_opt_in
 from ..policy import Policy
-from .optin import DatasetRequest, OptIn, OptInError, is_enabled, read_opt_in
 from .types import PatchOp
 
-DRIVER = "csi.shardcache.io"
 WAIT_CONTAINER = "shardcache-wait"
 SOCKET_VOLUME = "shardcache-agent-socket"
 #: a numeric non-root user for the init container, so `runAsNonRoot` holds whatever USER the
@@ -258,7 +258,7 @@ def _volume(ds: Dataset, opt_in: OptIn, settings: Settings) -> dict[str, Any]:
     attributes = {"dataset": str(ds.url), "prefetch": opt_in.prefetch}
     return {
         "name": ds.volume,
-        "csi": {"driver": DRIVER, "readOnly": True, "volumeAttributes": attributes},
+        "csi": {"driver": DRIVER_NAME, "readOnly": True, "volumeAttributes": attributes},
     }
 
 
@@ -271,7 +271,7 @@ def _socket_volume(settings: Settings) -> dict[str, Any]:
 
 def _is_ours(volume: dict[str, Any], settings: Settings) -> bool:
     csi = volume.get("csi")
-    if isinstance(csi, dict) and csi.get("driver") == DRIVER:
+    if isinstance(csi, dict) and csi.get("driver") == DRIVER_NAME:
         return True
     host = volume.get("hostPath")
     root = settings.host_cache_dir.rstrip("/") + "/"

@@ -10,7 +10,7 @@ from pathlib import Path
 import fsspec
 import pytest
 from shardcache.backends.base import Backend
-from shardcache.backends.fsspec_adapter import open_backend
+from shardcache.backends.cloud import open_backend
 from shardcache.backends.memory import MemoryBackend
 from shardcache.config import Config
 from shardcache.testkit.emulators import Bucket

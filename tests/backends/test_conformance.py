@@ -17,7 +17,7 @@ import pytest
 from backend_stores import Store, make_config
 from emulators import AZURITE_ACCOUNT
 from shardcache.backends.base import Backend, ObjectInfo
-from shardcache.backends.fsspec_adapter import open_backend
+from shardcache.backends.cloud import open_backend
 from shardcache.errors import (
     AccessDeniedError,
     NotFoundError,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from backend_stores import make_config
-from shardcache.backends.fsspec_adapter import open_backend
+from shardcache.backends.cloud import open_backend
 from shardcache.testkit.emulators import Bucket, MotoS3Server, answers_http
 from shardcache.urls import parse_url
 

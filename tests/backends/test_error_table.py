@@ -11,7 +11,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-from shardcache.backends.fsspec_adapter import HttpStatusError, classify, translate
+from shardcache.backends.cloud import HttpStatusError, classify, translate
 from shardcache.errors import (
     AccessDeniedError,
     CacheError,

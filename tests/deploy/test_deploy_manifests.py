@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import ssl
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from shardcache_daemonset.podspec import DRIVER_NAME
 from shardcache_daemonset.policy import parse_policy
 from shardcache_daemonset.webhook.mutate import Settings, mutate
 
@@ -19,6 +21,8 @@ K8S_VERSION = "1.33"
 DEPLOY = Path(__file__).resolve().parents[2] / "daemonset" / "deploy"
 #: CRDs that kubernetes-validate has no schema for; checked by hand below
 NO_SCHEMA = {"cert-manager.io/v1"}
+#: how a driver name of ours is spelled in YAML (csi.<something>.io)
+DRIVER_RE = re.compile(r"\bcsi\.[a-z0-9-]+\.io\b")
 LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of")
 
 
@@ -151,10 +155,25 @@ def test_mutating_webhook_configuration(rendered):
 
 def test_csi_driver(rendered):
     (driver,) = by_kind(rendered.base, "CSIDriver")
-    assert driver["metadata"]["name"] == "csi.shardcache.io"
+    assert driver["metadata"]["name"] == DRIVER_NAME
     assert driver["spec"]["attachRequired"] is False
     assert driver["spec"]["podInfoOnMount"] is True
     assert driver["spec"]["volumeLifecycleModes"] == ["Ephemeral"]
+
+
+def test_every_manifest_spells_the_driver_name_of_the_code(rendered):
+    """The CSIDriver, the kubelet's plugin directory and its registration path all carry the
+    driver name; kubelet matches them against what the plugin answers (GetPluginInfo)."""
+    plugin_dir = f"/var/lib/kubelet/plugins/{DRIVER_NAME}"
+    (ds,) = by_kind(rendered.base, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    host_paths = [v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v]
+    assert plugin_dir in host_paths
+    args = [a for c in pod["containers"] for a in c.get("args", [])]
+    assert f"--kubelet-registration-path={plugin_dir}/csi.sock" in args
+    # and no manifest names another driver of ours (a rename missed in one file)
+    spelled = {m for f in DEPLOY.rglob("*.yaml") for m in DRIVER_RE.findall(f.read_text())}
+    assert spelled == {DRIVER_NAME}
 
 
 def test_node_daemonset(rendered):

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from shardcache_daemonset.podspec import DRIVER_NAME
 from shardcache_daemonset.policy import ALLOW_ALL, parse_policy
-from shardcache_daemonset.webhook.mutate import DRIVER, Settings, mutate
+from shardcache_daemonset.webhook.mutate import Settings, mutate
 from shardcache_daemonset.webhook.review import answer
 
 SETTINGS = Settings(image="registry.example/shardcache:test")
@@ -39,7 +40,7 @@ def test_single_dataset_gets_a_read_only_csi_volume_in_every_container(kit):
         {
             "name": "shardcache-data",
             "csi": {
-                "driver": DRIVER,
+                "driver": DRIVER_NAME,
                 "readOnly": True,
                 "volumeAttributes": {"dataset": "s3://bucket-a/imagenet/", "prefetch": "all"},
             },
@@ -63,7 +64,7 @@ def test_the_schema_check_catches_an_invalid_pod(kit):
     import kubernetes_validate
 
     pod = kit.make_pod(DATASET)
-    pod["spec"]["volumes"] = [{"name": "x", "csi": {"driver": DRIVER, "readonly": True}}]
+    pod["spec"]["volumes"] = [{"name": "x", "csi": {"driver": DRIVER_NAME, "readonly": True}}]
     with pytest.raises(kubernetes_validate.ValidationError):
         kit.validate_pod(pod)
 

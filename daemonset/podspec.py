@@ -1,7 +1,11 @@
-"""Reading a pod's shardcache opt-in: the label, the annotations, and what they ask for.
+"""The pod-facing contract: the opt-in label and annotations, what they ask for, and the name
+of the CSI driver whose volume carries a dataset into the pod.
 
 Pure: a pod's metadata in, an `OptIn` (or a message saying exactly which annotation is wrong
-and how to write it) out. The values are untrusted JSON, so every type is checked.
+and how to write it) out. The values are untrusted JSON, so every type is checked. It sits at
+the root of `shardcache_daemonset`, beside `policy`, because three components read it: the
+webhook (which mutates the pod), the agent's pod watcher (which prefetches what the pod asked
+for) and the CSI plugin (which serves the volume under `DRIVER_NAME`); none of them owns it.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-# the error lives in the one error tree (kind "opt_in"); importers keep finding it here
 from shardcache.errors import OptInError
+
+#: the CSI driver of the pod's volume; the manifests (CSIDriver, the kubelet registration and
+#: plugin paths of the DaemonSet) spell it too, and tests/deploy checks that they agree
+DRIVER_NAME = "csi.shardcache.io"
 
 LABEL_ENABLED = "shardcache.io/enabled"
 ANN_DATASET = "shardcache.io/dataset"
