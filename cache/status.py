@@ -98,6 +98,30 @@ class Failure:
         return cls(str(doc.get("key", "")), str(doc.get("kind", "")), str(doc.get("message", "")))
 
 
+@dataclass(frozen=True)
+class ViewCounts:
+    """Opens through a dataset's read-through views since the agent started: a hit found the
+    file local, a miss was fetched on open, a failed open answered EIO. Bytes are the opened
+    files' sizes (reads themselves go from the kernel to the cached file, unseen)."""
+
+    hit_opens: int = 0
+    hit_bytes: int = 0
+    miss_opens: int = 0
+    miss_bytes: int = 0
+    failed_opens: int = 0
+
+    @property
+    def opens(self) -> int:
+        return self.hit_opens + self.miss_opens + self.failed_opens
+
+    def as_json(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, object]) -> ViewCounts:
+        return cls(**{k: _int(doc, k) for k in cls.__dataclass_fields__})
+
+
 class StatusJSON(TypedDict):
     url: str
     local_dir: str
@@ -112,6 +136,8 @@ class StatusJSON(TypedDict):
     owners: list[str]
     errors: list[dict[str, str]]
     listed_at: NotRequired[float | None]
+    view: NotRequired[dict[str, int]]
+    open_failures: NotRequired[list[dict[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -132,6 +158,9 @@ class DatasetStatus:
     #: bytes per second over the agent's recent window; 0 outside the agent
     rate_bytes_per_s: float = 0.0
     eta_s: float | None = None
+    #: the agent's: opens through read-through views, and the last opens that failed
+    view: ViewCounts | None = None
+    open_failures: tuple[Failure, ...] = ()
 
     @property
     def listed(self) -> bool:
@@ -152,6 +181,10 @@ class DatasetStatus:
             owners=list(self.owners), errors=[e.as_json() for e in self.errors])
         if listed_at:
             doc["listed_at"] = self.listed_at
+        if self.view is not None:
+            doc["view"] = self.view.as_json()
+        if self.open_failures:
+            doc["open_failures"] = [f.as_json() for f in self.open_failures]
         return doc
 
     @classmethod
@@ -164,6 +197,9 @@ class DatasetStatus:
             raise TypeError("errors and owners must be lists")
         listed_at = doc.get("listed_at")
         eta = doc.get("eta_s")
+        view, open_failures = doc.get("view"), doc.get("open_failures") or []
+        if not isinstance(open_failures, list):
+            raise TypeError("open_failures must be a list")
         return cls(
             url=parse_url(str(doc["url"])),
             local_dir=Path(str(doc.get("local_dir") or "")),
@@ -175,6 +211,9 @@ class DatasetStatus:
             listed_at=float(listed_at) if isinstance(listed_at, int | float) else None,
             rate_bytes_per_s=float(_num(doc, "rate_bytes_per_s")),
             eta_s=float(eta) if isinstance(eta, int | float) else None,
+            view=ViewCounts.from_json(view) if isinstance(view, Mapping) else None,
+            open_failures=tuple(Failure.from_json(f) for f in open_failures
+                                if isinstance(f, Mapping)),
         )
 
 
@@ -237,6 +276,21 @@ def _names(doc: Mapping[str, object], name: str) -> list[str]:
     if not isinstance(value, list):
         raise TypeError(f"{name} must be a list")
     return [str(v) for v in value]
+
+
+@dataclass(frozen=True)
+class ManifestPage:
+    """Part of a dataset's manifest: (key relative to the prefix, size) in key order; `next`
+    is the key to continue after, None on the last page."""
+
+    url: StoreURL
+    objects_total: int
+    objects: tuple[tuple[str, int], ...]
+    next: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return {"url": str(self.url), "objects_total": self.objects_total,
+                "objects": [list(o) for o in self.objects], "next": self.next}
 
 
 @dataclass(frozen=True)

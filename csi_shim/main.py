@@ -2,7 +2,8 @@
 
     shardcache-csi --endpoint unix:///csi/csi.sock --node-id "$NODE_NAME" \
         [--state-dir /var/lib/shardcache-csi] [--kubelet-dir /var/lib/kubelet] \
-        [--policy-file FILE]
+        [--policy-file FILE] \
+        [--view-socket /csi/view.sock --view-state-dir /var/lib/shardcache-view]
 
 The agent is reached at `SHARDCACHE_AGENT_SOCKET` (or `--agent-socket`), the policy file
 may also come from `SHARDCACHE_POLICY_FILE`. Exit status 2 for a usage error, 1 when the
@@ -12,6 +13,7 @@ plugin cannot start; SIGTERM and SIGINT stop it gracefully, leaving every mount 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -29,6 +31,8 @@ from shardcache_daemonset.policy import load_policy
 from .node import NodeDriver
 from .server import build_server
 from .state import StateDir
+from .view.client import ViewClient
+from .view.supervise import Supervisor, server_command
 
 log = logging.getLogger("shardcache_csi")
 
@@ -48,6 +52,12 @@ class CsiConfig:
     kubelet_dir: str = "/var/lib/kubelet"
     #: None: no policy file, every cloud URL is allowed (single-tenant clusters)
     policy_file: str | None = None
+    #: the view server's control socket; None: only `view: bind` volumes are served
+    view_socket: str | None = None
+    #: with a view socket: run the view server as a child, with its state here (a hostPath)
+    view_state_dir: str | None = None
+    #: the keeper that holds the views' connections (its own DaemonSet)
+    view_keeper_socket: str = "/csi/view-keeper.sock"
 
 
 def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> CsiConfig:
@@ -62,6 +72,11 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> CsiConfig:
     p.add_argument("--state-dir", default=CsiConfig.state_dir)
     p.add_argument("--kubelet-dir", default=CsiConfig.kubelet_dir)
     p.add_argument("--policy-file", default=env.get("SHARDCACHE_POLICY_FILE") or None)
+    p.add_argument("--view-socket", default=env.get("SHARDCACHE_VIEW_SOCKET") or None,
+                   help="the view server's socket; absent: only view: bind volumes")
+    p.add_argument("--view-state-dir", default=None,
+                   help="run the view server as a child of the plugin, keeping its state here")
+    p.add_argument("--view-keeper-socket", default=CsiConfig.view_keeper_socket)
     p.add_argument("--log-level", default=env.get("SHARDCACHE_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     if not args.node_id:
@@ -76,6 +91,9 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> CsiConfig:
         state_dir=args.state_dir,
         kubelet_dir=args.kubelet_dir,
         policy_file=args.policy_file,
+        view_socket=args.view_socket,
+        view_state_dir=args.view_state_dir,
+        view_keeper_socket=args.view_keeper_socket,
     )
 
 
@@ -94,6 +112,7 @@ def build_driver(config: CsiConfig) -> NodeDriver:
         policy=load_policy(config.policy_file),
         state=state,
         kubelet_dir=config.kubelet_dir,
+        view=ViewClient(config.view_socket) if config.view_socket else None,
     )
 
 
@@ -105,10 +124,16 @@ def run(config: CsiConfig, stop: threading.Event) -> None:
         driver, endpoint=config.endpoint, node_id=config.node_id, version=plugin_version()
     )
     log.info("serving CSI %s on %s for node %s", "Identity+Node", config.endpoint, config.node_id)
-    try:
-        stop.wait()
-    finally:
-        server.stop(GRACE_S).wait(GRACE_S)
+    with contextlib.ExitStack() as stack:
+        if config.view_socket and config.view_state_dir:
+            stack.enter_context(Supervisor(server_command(
+                socket=config.view_socket, keeper_socket=config.view_keeper_socket,
+                agent_socket=config.agent_socket, state_dir=config.view_state_dir,
+                kubelet_dir=config.kubelet_dir)))
+        try:
+            stop.wait()
+        finally:
+            server.stop(GRACE_S).wait(GRACE_S)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,3 +76,30 @@ def unmount(target: str, *, lazy: bool = False) -> None:
     """Unmount `target`, without following a symlink planted there. EINVAL: not a mount."""
     flags = UMOUNT_NOFOLLOW | (MNT_DETACH if lazy else 0)
     _check(_libc().umount2(os.fsencode(target), flags), "unmount of", target)
+
+
+MS_NOEXEC = 0x8
+#: the flags of a FUSE view: read-only and inert, like the bind mount after its remount
+FUSE_FLAGS = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+FUSE_TYPE = "fuse.shardcache"
+
+
+def fuse_options(fd: int, max_read: int) -> str:
+    """The data string of a FUSE mount: the device descriptor and who may enter it.
+
+    `allow_other` lets the pod's non-root user in; `default_permissions` makes the kernel
+    check the mode bits (0444 files, 0555 directories), so the server need not."""
+    return (f"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other,"
+            f"default_permissions,max_read={max_read}")
+
+
+def mount_fuse(fd: int, target: str, max_read: int) -> None:
+    """Mount the FUSE connection of the open /dev/fuse descriptor `fd` on `target`."""
+    if os.path.islink(target):
+        raise MountError(errno.ELOOP, f"refusing to mount onto the symlink {target}", target)
+    data = fuse_options(fd, max_read).encode()
+    _check(
+        _libc().mount(b"shardcache", os.fsencode(target), FUSE_TYPE.encode(), FUSE_FLAGS, data),
+        "FUSE mount onto",
+        target,
+    )

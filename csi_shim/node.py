@@ -7,7 +7,10 @@ service.py turns them into status codes.
 
 Order of a publication, chosen so that a crash at any step leaves a state the next call
 repairs: validate (nothing touched) -> record written -> agent pins the dataset for the pod ->
-target created -> bind mount -> read-only remount -> record completed. A failure after the
+target created -> bind mount + read-only remount (`view: bind`), or the view server's FUSE
+mount (`view: read-through`, see view/server.py for its own order) -> record completed.
+Unpublishing unmounts whatever is at the target, which works for both kinds of view without
+the view server: its keeper notices the unmounted connection and lets it go. A failure after the
 record undoes what was done, newest first, so a refused or failed request leaves nothing
 mounted and no pin behind.
 """
@@ -73,6 +76,12 @@ class PublishRequest:
     readonly: bool
 
 
+class ViewPort(Protocol):
+    """The view server's mount verb (`shardcache_csi.view.client.ViewClient`)."""
+
+    def mount(self, target: str, dataset: str, local_dir: str) -> None: ...
+
+
 class NodeDriver:
     def __init__(
         self,
@@ -82,8 +91,11 @@ class NodeDriver:
         state: StateDir,
         kubelet_dir: str,
         mounts: Callable[[], list[MountEntry]] = read_mountinfo,
+        view: ViewPort | None = None,
     ) -> None:
         self.agent = agent
+        #: None: this node has no view server, and read-through volumes are refused
+        self.view = view
         self.policy = policy
         self.state = state
         self.kubelet_dir = kubelet_dir
@@ -150,7 +162,16 @@ class NodeDriver:
             local_dir = _local_dir(spec, status)
             if self._make_target(spec.target_path):
                 undo.callback(_rmdir_quietly, spec.target_path)
-            mounter.bind_read_only(local_dir, spec.target_path)
+            if spec.view == "bind":
+                mounter.bind_read_only(local_dir, spec.target_path)
+            elif self.view is None:
+                raise UnavailableError(
+                    "this node's CSI plugin has no view server (--view-socket); use the "
+                    "volume attribute view: bind, or deploy shardcache-view"
+                )
+            else:
+                # the FUSE mount is made ro,nosuid,nodev,noexec at once: no half-made state
+                self.view.mount(spec.target_path, spec.dataset, local_dir)
             self.state.put(Record(spec, local_dir=local_dir))
             undo.pop_all()
 

@@ -31,7 +31,10 @@ EPHEMERAL = "csi.storage.k8s.io/ephemeral"
 #: serviceAccount.tokens, hold credentials and must never be logged or stored)
 KUBELET_PREFIX = "csi.storage.k8s.io/"
 #: the attributes a user writes in the volume (or the webhook writes for them)
-USER_KEYS = frozenset({"dataset", "prefetch"})
+USER_KEYS = frozenset({"dataset", "prefetch", "view"})
+#: `read-through` (the default): the FUSE view, listing the whole dataset and fetching misses
+#: on open; `bind`: a read-only bind mount of the local directory (complete files only)
+VIEWS = ("read-through", "bind")
 
 MAX_VOLUME_ID_CHARS = 256
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
@@ -58,6 +61,7 @@ class PublishSpec:
     ephemeral: bool
     readonly: bool
     prefetch: str
+    view: str = "read-through"
 
     @property
     def owner(self) -> str:
@@ -70,6 +74,8 @@ class PublishSpec:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> PublishSpec:
         fields = cls.__dataclass_fields__
+        # records written before views existed describe bind mounts
+        doc = {"view": "bind", **doc}
         missing = set(fields) - set(doc)
         if missing:
             raise ConfigError(f"publication record lacks {sorted(missing)}")
@@ -129,7 +135,7 @@ def validate_publish(
     if unknown:
         raise ConfigError(
             f"unknown volume attributes {unknown}; shardcache reads "
-            "'dataset' (a URL) and 'prefetch' (all|none)"
+            "'dataset' (a URL), 'prefetch' (all|none) and 'view' (read-through|bind)"
         )
     if "dataset" not in context or not context["dataset"].strip():
         raise ConfigError("volume attribute 'dataset' (like s3://bucket/prefix/) is required")
@@ -145,6 +151,7 @@ def validate_publish(
         ephemeral=_flag(context, EPHEMERAL),
         readonly=readonly,
         prefetch=_prefetch(context),
+        view=_view(context),
     )
 
 
@@ -186,6 +193,15 @@ def _prefetch(context: Mapping[str, str]) -> str:
     value = context.get("prefetch", "all")
     if value not in ("all", "none"):
         raise ConfigError(f"volume attribute prefetch must be 'all' or 'none', not {value[:20]!r}")
+    return value
+
+
+def _view(context: Mapping[str, str]) -> str:
+    value = context.get("view", VIEWS[0])
+    if value not in VIEWS:
+        raise ConfigError(
+            f"volume attribute view must be 'read-through' or 'bind', not {value[:20]!r}"
+        )
     return value
 
 

@@ -14,7 +14,7 @@ import time
 
 from ..client.agent_client import AgentClient
 from ..config import format_size
-from ..status import DatasetState, DatasetStatus, Progress
+from ..status import DatasetState, DatasetStatus, Progress, ViewCounts
 from ..urls import parse_url
 from .output import Output
 
@@ -84,16 +84,29 @@ def _status(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
                   "agent": client.socket_path})
         return EXIT_OK
     out.table(f"shardcache agent at {client.socket_path}",
-              ["dataset", "state", "objects", "bytes", "local", "rate", "eta", "owners"],
+              ["dataset", "state", "objects", "bytes", "local", "rate", "eta", "owners",
+               "view hits"],
               [[str(r.url), r.state.value, f"{r.objects_local}/{r.objects_total}",
                 f"{format_size(r.bytes_local)}/{format_size(r.bytes_total)}",
                 f"{100 * r.fraction_local:.1f}%", f"{format_size(r.rate_bytes_per_s)}/s",
-                "-" if r.eta_s is None else f"{r.eta_s:.0f} s", str(len(r.owners))]
+                "-" if r.eta_s is None else f"{r.eta_s:.0f} s", str(len(r.owners)),
+                _view_hits(r.view)]
                for r in rows])
     for r in rows:
         for err in r.errors[:5]:
             out.warn(f"{r.url}: {err.key}: {err.message}")
+        for err in r.open_failures[-5:]:
+            out.warn(f"{r.url}: open of {err.key} through the view failed ({err.kind}): "
+                     f"{err.message}")
     return EXIT_OK
+
+
+def _view_hits(counts: ViewCounts | None) -> str:
+    """Opens through the read-through view that found the file local, of all opens."""
+    if counts is None:
+        return "-"
+    share = f" ({100 * counts.hit_opens / counts.opens:.0f}%)" if counts.opens else ""
+    return f"{counts.hit_opens}/{counts.opens}{share}"
 
 
 def _verify(client: AgentClient, args: argparse.Namespace, out: Output) -> int:

@@ -11,7 +11,7 @@ import http.client
 import json
 import socket
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -91,6 +91,23 @@ class AgentClient:
         answer = self._request("POST", "/v1/evict", {"url": url, "force": force},
                                timeout_s=self.fetch_timeout_s)
         return _typed(Evicted.from_json, answer)
+
+    def manifest(self, url: str, page: int = 10_000) -> Iterator[tuple[str, int]]:
+        """Every object of a listed dataset as (key relative to the prefix, size), in key
+        order, fetched a page at a time; UnavailableError while it is not listed yet."""
+        after: str | None = ""
+        while after is not None:
+            query = urllib.parse.urlencode({"url": url, "after": after, "limit": page})
+            doc = self._request("GET", "/v1/datasets/manifest?" + query)
+            for key, size in doc["objects"]:
+                yield str(key), int(size)
+            after = doc.get("next")
+
+    def report_view(self, url: str, counts: dict[str, int],
+                    failures: list[dict[str, str]]) -> None:
+        """Tell the agent about opens through a read-through view of `url` (a delta)."""
+        self._request("POST", "/v1/views/report",
+                      {"url": url, "counts": counts, "failures": failures})
 
     def path(self, url: str) -> str:
         return str(self._request("GET", "/v1/path?" + urllib.parse.urlencode({"url": url}))["path"])

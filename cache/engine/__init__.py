@@ -8,6 +8,7 @@ from ..status import (
     EngineStats,
     Evicted,
     Failure,
+    ManifestPage,
     Progress,
     VerifyReport,
 )
@@ -17,5 +18,5 @@ from .prefetch import PrefetchReport
 
 __all__ = [
     "DatasetState", "DatasetStatus", "Engine", "EngineStats", "Evicted", "Failure",
-    "FetchResult", "PrefetchReport", "Progress", "VerifyReport",
+    "FetchResult", "ManifestPage", "PrefetchReport", "Progress", "VerifyReport",
 ]

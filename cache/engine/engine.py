@@ -12,6 +12,7 @@ point at one cache directory and each object is still downloaded once.
     prefetch(ds, owner=, progress=, download=) -> PrefetchReport
     fetch(object_url) -> FetchResult      one object now, ahead of prefetch work
     lookup(object_url) -> ObjectInfo | None   what the index knows of it, no store request
+    manifest(ds, after=, limit=) -> ManifestPage | None   the last listing, a page at a time
     status(ds) -> DatasetStatus | None;  statuses() -> list[DatasetStatus]
     verify(ds | None, repair=) -> VerifyReport;  evict(ds, force=) -> Evicted
     scan() -> AdoptReport                 the full start-up check (the agent runs it)
@@ -38,6 +39,7 @@ from ..status import (
     DatasetStatus,
     EngineStats,
     Evicted,
+    ManifestPage,
     Progress,
     VerifyReport,
     with_progress,
@@ -140,6 +142,12 @@ class Engine:
         dataset's manifest), without asking the store; None when it knows nothing."""
         known, _ = await self._store.call(self._store.known_info, url)
         return known
+
+    async def manifest(self, ds: StoreURL, *, after: str = "",
+                       limit: int = 10_000) -> ManifestPage | None:
+        """Up to `limit` objects of the dataset's last listing after the key `after` (relative
+        to its prefix), in key order; None while it has never been listed."""
+        return await self._store.call(self._store.manifest_page, ds.as_dataset(), after, limit)
 
     async def status(self, ds: StoreURL) -> DatasetStatus | None:
         """The dataset's status (with the progress of a prefetch running in this engine), or

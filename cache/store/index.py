@@ -298,6 +298,12 @@ class Index:
             "ON d.url = m.url WHERE m.key=? AND d.store=? LIMIT 1", (key, store)).fetchone()
         return tuple(row) if row else None  # type: ignore[return-value]
 
+    def manifest_page(self, url: str, after: str, limit: int) -> list[tuple[str, int]]:
+        """(key, size) of the dataset's manifest in key order, `limit` keys after `after`."""
+        return self._db.execute(
+            "SELECT key, size FROM manifest WHERE url=? AND key>? ORDER BY key LIMIT ?",
+            (url, after, limit)).fetchall()
+
     def update_manifest_row(self, url: str, info: ObjectInfo) -> None:
         self._db.execute(
             "UPDATE manifest SET size=?, version=?, md5=? WHERE url=? AND key=?",

@@ -24,7 +24,7 @@ from ..backends.base import Checksum, ObjectInfo
 from ..config import Config
 from ..errors import CacheError, CacheStateError, is_disk_full
 from ..policy import Candidate, Protection, Usage, choose_victims, headroom
-from ..status import DatasetState, Failure
+from ..status import DatasetState, Failure, ManifestPage
 from ..urls import StoreURL, parse_url
 from . import files
 from .adopt import adopt_quick
@@ -208,6 +208,18 @@ class Store:
     def set_state(self, ds: StoreURL, state: DatasetState, errors: Sequence[Failure]) -> None:
         self.index.set_dataset_state(str(ds), state.value,
                                      [e.as_json() for e in errors[:1000]])
+
+    def manifest_page(self, ds: StoreURL, after: str, limit: int) -> ManifestPage | None:
+        """Up to `limit` objects of the dataset's manifest after the key `after` (relative to
+        the prefix), in key order; None while the dataset has never been listed."""
+        row = self.index.dataset(str(ds))
+        if row is None or row.listed_at is None:
+            return None
+        rows = self.index.manifest_page(str(ds), ds.prefix + after, limit)
+        cut = len(ds.prefix)
+        objects = tuple((key[cut:], size) for key, size in rows)
+        return ManifestPage(ds, row.objects_total, objects,
+                            objects[-1][0] if len(objects) == limit else None)
 
     def update_manifest_row(self, ds: StoreURL, info: ObjectInfo) -> None:
         self.index.update_manifest_row(str(ds), info)

@@ -113,24 +113,50 @@ def plan(pods: Iterable[PodView], pins: Iterable[tuple[str, str]]) -> Plan:
 def event_body(refusal: Refusal, node: str, now_iso: str) -> dict[str, Any]:
     """A core/v1 Event on the pod saying why a dataset was refused (no credentials: URLs and
     policy text only)."""
+    return _event(
+        refusal.namespace,
+        refusal.pod,
+        refusal.owner,
+        "ShardcacheDatasetRefused",
+        (f"dataset {refusal.url} not cached: " if refusal.url else "") + refusal.reason[:900],
+        node,
+        now_iso,
+    )
+
+
+def open_failure_event_body(
+    namespace: str, pod: str, uid: str, url: str, failure: Mapping[str, str], node: str,
+    now_iso: str,
+) -> dict[str, Any]:
+    """A core/v1 Event on the pod whose read-through view failed an open with EIO (the
+    message was redacted by whoever reported it)."""
+    message = (
+        f"opening {url}{failure.get('key', '')} through the view failed "
+        f"({failure.get('kind', '')}): {failure.get('message', '')}"
+    )
+    return _event(namespace, pod, uid, "ShardcacheOpenFailed", message[:1000], node, now_iso)
+
+
+def _event(
+    namespace: str, pod: str, uid: str, reason: str, message: str, node: str, now_iso: str
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "generateName": f"{refusal.pod or 'pod'}.shardcache-",
-            "namespace": refusal.namespace,
+            "generateName": f"{pod or 'pod'}.shardcache-",
+            "namespace": namespace,
         },
         "involvedObject": {
             "apiVersion": "v1",
             "kind": "Pod",
-            "name": refusal.pod,
-            "namespace": refusal.namespace,
-            "uid": refusal.owner,
+            "name": pod,
+            "namespace": namespace,
+            "uid": uid,
         },
-        "reason": "ShardcacheDatasetRefused",
+        "reason": reason,
         "type": "Warning",
-        "message": (f"dataset {refusal.url} not cached: " if refusal.url else "")
-        + refusal.reason[:900],
+        "message": message,
         "source": {"component": "shardcache-agent", "host": node},
         "reportingComponent": "shardcache.io/agent",
         "reportingInstance": node,

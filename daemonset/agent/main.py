@@ -162,6 +162,10 @@ async def serve(opts: AgentOptions) -> None:
         if opts.watcher is not None:
             watcher = PodWatcher(agent, opts.policy, opts.watcher, loop)
             watcher.start()
+            open_failed = watcher.open_failed  # posts an Event: off the loop, it waits on I/O
+            agent.views.observers.append(
+                lambda url, failure: loop.run_in_executor(None, open_failed, url, failure)
+            )
         await stop.wait()
     finally:
         log.info("stopping", extra=kv())

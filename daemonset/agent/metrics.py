@@ -7,9 +7,9 @@ evictions, cache usage, per-dataset progress) is read from the engine when scrap
 one source of truth. `render` is pure: families in, exposition text (format 0.0.4) out.
 
 Hits and misses: `path="client"` counts `/v1/objects/fetch` calls (a hit when the object was
-already local). Reads through the dataset directory never reach the agent (they are plain file
-reads on a bind mount), so `path="directory"` is declared but stays at zero; the per-dataset
-`*_local` / `*_total` gauges show how much of each dataset such reads find local.
+already local). `path="directory"` counts opens through the read-through view, which its server
+reports (`POST /v1/views/report`); reads through a `bind` view never reach the agent. The
+`shardcache_view_*` families break the view's opens and bytes down per dataset.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ DURATION_BUCKETS_S = (
 )
 
 
+VIEW_KEYS = ("hit_opens", "hit_bytes", "miss_opens", "miss_bytes", "failed_opens")
+
+
 @dataclass
 class AgentCounters:
     """What only the agent sees; mutated on the loop thread."""
@@ -51,6 +54,16 @@ class AgentCounters:
     misses: dict[str, int] = field(default_factory=lambda: {"directory": 0, "client": 0})
     errors: dict[str, int] = field(default_factory=dict)
     durations: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS_S))
+    #: dataset -> opens and bytes through the read-through view, as its server reported them
+    #: (keys: hit_opens, hit_bytes, miss_opens, miss_bytes, failed_opens)
+    views: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add_view(self, url: str, delta: Mapping[str, int]) -> None:
+        counts = self.views.setdefault(url, dict.fromkeys(VIEW_KEYS, 0))
+        for key in VIEW_KEYS:
+            counts[key] += max(0, int(delta.get(key, 0)))
+        self.hits["directory"] += max(0, int(delta.get("hit_opens", 0)))
+        self.misses["directory"] += max(0, int(delta.get("miss_opens", 0)))
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -145,4 +158,35 @@ def families(c: AgentCounters, s: Snapshot) -> list[Family]:
         per_dataset("shardcache_dataset_bytes_local", "Bytes of the dataset that are local.", 2),
         per_dataset("shardcache_dataset_bytes_total", "Bytes in the dataset's listing.", 3),
         one("shardcache_agent_ready", "gauge", "1 once the cache is adopted.", int(s.ready)),
+        *view_families(c.views),
+    ]
+
+
+def view_families(views: Mapping[str, Mapping[str, int]]) -> list[Family]:
+    """Opens and bytes through the read-through views, per dataset and result."""
+    opens = tuple(
+        ("", {"dataset": url, "result": result}, v[f"{result}_opens"])
+        for url, v in sorted(views.items())
+        for result in ("hit", "miss", "failed")
+    )
+    nbytes = tuple(
+        ("", {"dataset": url, "result": result}, v[f"{result}_bytes"])
+        for url, v in sorted(views.items())
+        for result in ("hit", "miss")
+    )
+    return [
+        Family(
+            "shardcache_view_opens_total",
+            "counter",
+            "Opens of files through the read-through view: hit (local), miss (fetched on "
+            "open), failed (EIO).",
+            opens,
+        ),
+        Family(
+            "shardcache_view_bytes_total",
+            "counter",
+            "Sizes of the files opened through the read-through view (reads are served by "
+            "the kernel and not seen one by one).",
+            nbytes,
+        ),
     ]

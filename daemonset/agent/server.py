@@ -174,6 +174,36 @@ async def fetch(request: web.Request) -> web.Response:
     return web.json_response(await _serving(request).fetch(_str(doc, "url")))
 
 
+#: objects per manifest page: ~50 bytes each in JSON, so a page is a few MiB at most
+MANIFEST_PAGE_DEFAULT = 10_000
+MANIFEST_PAGE_MAX = 100_000
+
+
+async def manifest(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query.get("limit", MANIFEST_PAGE_DEFAULT))
+    except ValueError:
+        raise ConfigError("limit= must be an integer") from None
+    if not 1 <= limit <= MANIFEST_PAGE_MAX:
+        raise ConfigError(f"limit= must be between 1 and {MANIFEST_PAGE_MAX}")
+    after = request.query.get("after", "")
+    page = await _serving(request).manifest(_query_url(request), after, limit)
+    return web.json_response(page.as_json())
+
+
+async def report_view(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    delta, failures = doc.get("counts") or {}, doc.get("failures") or []
+    if not isinstance(delta, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in delta.values()
+    ):
+        raise ConfigError('"counts" must map names to integers')
+    if not isinstance(failures, list) or not all(isinstance(f, dict) for f in failures):
+        raise ConfigError('"failures" must be a list of objects')
+    _serving(request).views.report(_str(doc, "url"), delta, failures)
+    return web.json_response({"ok": True})
+
+
 async def path(request: web.Request) -> web.Response:
     return web.json_response({"path": _serving(request).path(_query_url(request))})
 
@@ -210,6 +240,8 @@ def _app(agent: Agent, stopping: list[bool], *, api: bool) -> web.Application:
         app.router.add_post("/v1/datasets/release", release)
         app.router.add_get("/v1/datasets", datasets)
         app.router.add_get("/v1/datasets/status", dataset_status)
+        app.router.add_get("/v1/datasets/manifest", manifest)
+        app.router.add_post("/v1/views/report", report_view)
         app.router.add_post("/v1/objects/fetch", fetch)
         app.router.add_get("/v1/path", path)
         app.router.add_post("/v1/verify", verify)

@@ -14,7 +14,15 @@ import logging
 import time
 from collections import deque
 
-from shardcache.engine import DatasetStatus, Engine, Evicted, Failure, Progress, VerifyReport
+from shardcache.engine import (
+    DatasetStatus,
+    Engine,
+    Evicted,
+    Failure,
+    ManifestPage,
+    Progress,
+    VerifyReport,
+)
 from shardcache.errors import CacheError, ConfigError, PolicyDeniedError, kind_of, redact
 from shardcache.urls import StoreURL, parse_url, require_cloud
 
@@ -22,6 +30,7 @@ from ..policy import Policy, validate_pod_url
 from . import status as st
 from .logs import kv
 from .metrics import AgentCounters, Snapshot
+from .views import ViewReports, manifest_page
 
 log = logging.getLogger("shardcache.agent")
 
@@ -44,6 +53,8 @@ class Agent:
         self._failures: dict[StoreURL, tuple[Failure, ...]] = {}
         #: (pod uid, url) -> why the policy refused it; shown by GET /v1/datasets
         self.refusals: dict[tuple[str, str], dict[str, str]] = {}
+        #: reports of the read-through views (open counts, failed opens)
+        self.views = ViewReports(self.counters)
         self._scan: asyncio.Task[None] | None = None
         #: per dataset, the task keeping DATASET_DIR/.shardcache/status.json current
         self._writers: dict[StoreURL, asyncio.Task[None]] = {}
@@ -215,8 +226,11 @@ class Agent:
                 found[url] = st.unknown(url, self.engine.local_path(url), owners)
         now = time.monotonic()
         return [
-            st.shown(found[u], running=self.running(u), samples=list(self._samples.get(u, ())),
-                     now=now, agent_errors=self._failures.get(u, ()))
+            self.views.decorate(
+                st.shown(found[u], running=self.running(u),
+                         samples=list(self._samples.get(u, ())), now=now,
+                         agent_errors=self._failures.get(u, ()))
+            )
             for u in sorted(found)
         ]
 
@@ -268,6 +282,11 @@ class Agent:
         bucket = self.counters.misses if result.downloaded else self.counters.hits
         bucket["client"] += 1
         return {"path": str(result.path)}
+
+    async def manifest(self, url: str, after: str, limit: int) -> ManifestPage:
+        ds = parse_url(url).as_dataset()
+        known = ds in self.tasks or ds in self._failures
+        return await manifest_page(self.engine, ds, after, limit, known=known)
 
     def path(self, url: str) -> str:
         return str(self.engine.local_path(parse_url(url)))

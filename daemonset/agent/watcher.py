@@ -65,6 +65,8 @@ class PodWatcher:
         #: pod uid -> dataset URLs registered for it by this watcher
         self._registered: dict[str, set[str]] = {}
         self._reported: set[tuple[str, str]] = set()
+        #: pod uid -> (namespace, name) of the opted-in pods on this node, for Events
+        self._pods: dict[str, tuple[str, str]] = {}
         self._api: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -121,6 +123,7 @@ class PodWatcher:
         doc = json.loads(resp.data)
         pods = doc.get("items") or []
         views = [v for v in (desired.view(p, self.policy) for p in pods) if v is not None]
+        self._pods = {v.uid: (v.namespace, v.name) for v in views}
         pins = self._call(self.agent.pins())
         plan = desired.plan(views, pins)
         self._registered = {}
@@ -172,6 +175,10 @@ class PodWatcher:
     def _apply(self, kind: str, pod: dict[str, Any]) -> None:
         uid = str((pod.get("metadata") or {}).get("uid") or "")
         v = desired.view(pod, self.policy)
+        if v is not None and kind != "DELETED":
+            self._pods[v.uid] = (v.namespace, v.name)
+        else:
+            self._pods.pop(uid, None)
         if kind == "DELETED" or (v is not None and not v.active):
             if uid in self._registered or kind == "DELETED":
                 self._release_owner(uid)
@@ -227,6 +234,24 @@ class PodWatcher:
             log.warning(
                 "cannot record an event",
                 extra=kv(pod=f"{r.namespace}/{r.pod}", error=redact(str(e))[:300]),
+            )
+
+    def open_failed(self, url: str, failure: dict[str, str]) -> None:
+        """An Event on the pod whose view failed an open (`failure["pod"]`: its UID); called
+        off the agent's loop (it waits on the API server)."""
+        known = self._pods.get(failure.get("pod", ""))
+        if known is None or self._api is None:
+            return
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = desired.open_failure_event_body(
+            known[0], known[1], failure["pod"], url, failure, self.config.node, now
+        )
+        try:
+            self._api.create_namespaced_event(known[0], body, _request_timeout=self._timeouts())
+        except Exception as e:  # an event is best effort; status and the log have it
+            log.warning(
+                "cannot record an event",
+                extra=kv(pod=f"{known[0]}/{known[1]}", error=redact(str(e))[:300]),
             )
 
     def _forget_refusals(self, gone: Any) -> None:

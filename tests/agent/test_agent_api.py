@@ -82,3 +82,30 @@ def test_missing_bucket_shows_failed_status(s3_server, s3_bucket, make_agent):
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def test_manifest_is_paged_and_view_reports_are_counted(s3_bucket, make_agent):
+    objects = {f"ds/d{i % 3}/{i:03d}": b"y" * i for i in range(25)}
+    s3_bucket.put({**objects, "ds-other/z": b"z"})
+    agent = make_agent()
+    agent.start()
+    client = agent.client
+    url = s3_bucket.url("ds/")
+    with pytest.raises(NotFoundError):
+        list(client.manifest(url))
+    client.register(url, "pod-a", prefetch="none")
+    agent.wait_status(url, ("listed", "partial", "complete", "idle"))
+    got = list(client.manifest(url, page=7))  # four pages: 7 + 7 + 7 + 4
+    assert got == sorted((k.removeprefix("ds/"), len(v)) for k, v in objects.items())
+    client.report_view(url, {"hit_opens": 2, "hit_bytes": 20, "miss_opens": 1,
+                             "miss_bytes": 5, "failed_opens": 1},
+                       [{"key": "d0/000", "kind": "not_found", "message": "gone"}])
+    doc = client.status(url)
+    assert doc.view is not None and doc.view.hit_opens == 2
+    assert doc.open_failures[0].key == "d0/000"
+    m = agent.metrics()
+    assert m[f'shardcache_view_opens_total{{dataset="{url}",result="hit"}}'] == 2
+    assert m[f'shardcache_view_bytes_total{{dataset="{url}",result="miss"}}'] == 5
+    assert m['shardcache_hits_total{path="directory"}'] == 2
+    with pytest.raises(ConfigError):
+        client._request("GET", "/v1/datasets/manifest?url=" + url + "&limit=0")

@@ -128,3 +128,26 @@ def test_pod_watcher_end_to_end(s3_bucket, make_agent, apiserver, tmp_path):
     assert other not in [d["url"] for d in listing["datasets"]]
     assert refused["metadata"]["uid"] not in owners(agent, url)
     assert agent.terminate() == 0
+
+
+def test_a_failed_open_through_a_view_is_an_event_on_its_pod(
+    s3_bucket, make_agent, apiserver, tmp_path
+):
+    s3_bucket.put({"ds/a.bin": b"a"})
+    url = s3_bucket.url("ds/")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(apiserver.kubeconfig())
+    running = pod(str(uuid.uuid4()), "trainer", "team-a", NODE,
+                  {"shardcache.io/dataset": url}, phase="Running")
+    apiserver.add(running)
+    uid = running["metadata"]["uid"]
+    agent = make_agent(extra=["--kubeconfig", str(kubeconfig), "--node-name", NODE])
+    agent.start()
+    eventually(lambda: uid in owners(agent, url), "pod registered")
+    failure = {"key": "a.bin", "kind": "not_found", "message": "gone from the bucket"}
+    agent.client.report_view(url, {"failed_opens": 1}, [{**failure, "pod": uid}])
+    event = eventually(lambda: apiserver.events, "event recorded")[0]
+    assert event["reason"] == "ShardcacheOpenFailed" and event["type"] == "Warning"
+    assert event["involvedObject"]["uid"] == uid and event["involvedObject"]["name"] == "trainer"
+    assert f"{url}a.bin" in event["message"] and "not_found" in event["message"]
+    assert agent.terminate() == 0

@@ -178,9 +178,12 @@ def publish_request(
     pod_uid: str = POD_UID,
     volume_id: str = "csi-0123abcd",
     readonly: bool = True,
+    view: str | None = "bind",
     **extra: str,
 ) -> csi_pb2.NodePublishVolumeRequest:
-    """What kubelet sends for an inline (ephemeral) volume with podInfoOnMount: true."""
+    """What kubelet sends for an inline (ephemeral) volume with podInfoOnMount: true.
+
+    The plugin tests here publish `view: bind` volumes (tests/view covers read-through)."""
     context = {
         "csi.storage.k8s.io/pod.name": "trainer-0",
         "csi.storage.k8s.io/pod.namespace": namespace,
@@ -191,6 +194,8 @@ def publish_request(
     }
     if dataset is not None:
         context["dataset"] = dataset
+    if view is not None:
+        context["view"] = view
     mode = csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
     return csi_pb2.NodePublishVolumeRequest(
         volume_id=volume_id,

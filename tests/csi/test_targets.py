@@ -174,3 +174,12 @@ def test_spec_json_round_trip() -> None:
     assert PublishSpec.from_json(SPEC.to_json()) == SPEC
     with pytest.raises(ConfigError, match="lacks"):
         PublishSpec.from_json({"volume_id": "x"})
+
+
+def test_view_attribute_defaults_to_read_through_and_old_records_are_bind_mounts() -> None:
+    assert validate().view == "read-through"
+    assert validate({**CONTEXT, "view": "bind"}).view == "bind"
+    with pytest.raises(ConfigError, match="view must be"):
+        validate({**CONTEXT, "view": "fuse"})
+    old = {k: v for k, v in SPEC.to_json().items() if k != "view"}
+    assert PublishSpec.from_json(old).view == "bind"

@@ -177,7 +177,7 @@ def test_every_manifest_spells_the_driver_name_of_the_code(rendered):
 
 
 def test_node_daemonset(rendered):
-    (ds,) = by_kind(rendered.base, "DaemonSet")
+    (ds,) = by_kind(rendered.base, "DaemonSet", "shardcache-node")
     spec = ds["spec"]
     assert spec["updateStrategy"] == {
         "type": "RollingUpdate",
@@ -206,6 +206,12 @@ def test_node_daemonset(rendered):
         "unix:///csi/csi.sock",
         "--node-id",
         "$(NODE_NAME)",
+        "--view-socket",
+        "/csi/view.sock",
+        "--view-keeper-socket",
+        "/csi/view-keeper.sock",
+        "--view-state-dir",
+        "/var/lib/shardcache-view",
     ]
     assert {"name": "SHARDCACHE_AGENT_SOCKET", "value": "/run/shardcache/agent.sock"} in (
         csi["env"]
@@ -221,6 +227,23 @@ def test_node_daemonset(rendered):
         if name != "csi":
             assert not container["securityContext"].get("privileged"), name
             assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], name
+
+
+def test_view_keeper_outlives_node_pod_upgrades(rendered):
+    (ds,) = by_kind(rendered.base, "DaemonSet", "shardcache-view-keeper")
+    assert ds["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    (keeper,) = ds["spec"]["template"]["spec"]["containers"]
+    assert keeper["command"][:2] == ["shardcache-view", "keeper"]
+    assert keeper["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert not keeper["securityContext"].get("privileged")
+    (node,) = by_kind(rendered.base, "DaemonSet", "shardcache-node")
+    dirs = {
+        v["name"]: v["hostPath"]["path"]
+        for d in (ds, node)
+        for v in d["spec"]["template"]["spec"]["volumes"]
+        if "hostPath" in v
+    }
+    assert dirs["plugin-dir"] == "/var/lib/kubelet/plugins/csi.shardcache.io"  # one socket dir
 
 
 def test_webhook_deployment_service_and_pdb_agree(rendered):
