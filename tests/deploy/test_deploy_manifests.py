@@ -165,7 +165,7 @@ def test_every_manifest_spells_the_driver_name_of_the_code(rendered):
     """The CSIDriver, the kubelet's plugin directory and its registration path all carry the
     driver name; kubelet matches them against what the plugin answers (GetPluginInfo)."""
     plugin_dir = f"/var/lib/kubelet/plugins/{DRIVER_NAME}"
-    (ds,) = by_kind(rendered.base, "DaemonSet")
+    (ds,) = by_kind(rendered.base, "DaemonSet", "shardcache-node")
     pod = ds["spec"]["template"]["spec"]
     host_paths = [v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v]
     assert plugin_dir in host_paths

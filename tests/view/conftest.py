@@ -24,6 +24,7 @@ import pytest
 from agent.agent_process import AgentProcess
 from csi.conftest import NAMESPACE, POD_UID, lazy_unmount_under, policy_for, publish_request
 from shardcache.client.agent_client import AgentClient
+from shardcache.status import DatasetStatus
 from shardcache.testkit.emulators import Bucket
 from shardcache.testkit.proxy_rules import ProxyConfig
 from shardcache.testkit.proxyproc import ProxyProcess
@@ -120,7 +121,7 @@ class ViewEnv:
             timeout=RPC_TIMEOUT_S,
         )
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> DatasetStatus:
         return self.agent.client.status(self.dataset)
 
     def wait_view_server(self, *, ours: bool = True) -> None:

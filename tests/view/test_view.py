@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from shardcache.status import ViewCounts
 
 from .conftest import ViewEnv, make_objects, needs_fuse, sha
 
@@ -53,7 +54,7 @@ def test_scan_lists_all_and_a_non_root_reader_gets_exact_bytes(view_env: ViewEnv
     view_env.fill(make_objects(120, seed=1))
     target = view_env.target()
     view_env.publish(target)
-    local_at_scan = view_env.status()["objects_local"]
+    local_at_scan = view_env.status().objects_local
     listed = scan(target)
     assert listed == {k: len(v) for k, v in view_env.objects.items()}
     assert local_at_scan < len(view_env.objects) / 2, "the prefetch was not slow enough"
@@ -88,15 +89,14 @@ def test_a_deleted_object_fails_the_open_with_eio_and_is_named_in_status(
         with open(os.path.join(target, "class-1/0001.bin"), "rb") as f:
             assert f.read() == view_env.objects["class-1/0001.bin"]
     deadline = time.monotonic() + 15
-    while sum(view_env.status().get("view", {"": 0}).values()) < 3 + 2 * len(
-        view_env.objects["class-1/0001.bin"]
-    ):  # three opens and their bytes reported (every 2 s)
+    while (view_env.status().view or ViewCounts()).opens < 3:  # reported every 2 s
         assert time.monotonic() < deadline, view_env.status()
         time.sleep(0.1)
-    failures = view_env.status()["open_failures"]
-    assert [f["key"] for f in failures] == [gone]  # type: ignore[index]
-    counts = view_env.status()["view"]
-    assert (counts["hit_opens"], counts["miss_opens"], counts["failed_opens"]) == (1, 1, 1)  # type: ignore[index]
+    assert [f.key for f in view_env.status().open_failures] == [gone]
+    counts = view_env.status().view
+    assert counts is not None
+    assert (counts.hit_opens, counts.miss_opens, counts.failed_opens) == (1, 1, 1)
+    assert counts.miss_bytes == counts.hit_bytes == len(view_env.objects["class-1/0001.bin"])
     cli = subprocess.run([str(Path(sys.executable).parent / "shardcache"), "status",
                           "--agent", str(view_env.agent.socket), view_env.dataset],
                          capture_output=True, text=True, timeout=60)
@@ -158,7 +158,7 @@ def test_publish_while_the_view_server_is_down_is_retried_cleanly(view_env: View
         view_env.publish(target)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert not os.path.exists(target) and view_env.driver.state.all() == []
-    assert view_env.status()["owners"] == []  # the pin was released again
+    assert view_env.status().owners == ()  # the pin was released again
     view_env.restart_server()
     view_env.publish(target)  # kubelet's retry
     view_env.publish(target)  # and once more: idempotent, mounted once

@@ -111,7 +111,7 @@ def test_agent_killed_mid_epoch_local_files_go_on_and_misses_resume(view_env: Vi
     for key in keys[:20]:
         with open(os.path.join(target, key), "rb") as f:
             f.read()
-    local_dir = str(view_env.status()["local_dir"])
+    local_dir = str(view_env.status().local_dir)
     view_env.agent.kill()
     missing = [k for k in keys[20:] if not os.path.exists(os.path.join(local_dir, k))]
     assert missing, "everything was local before the kill: no miss waits for the agent"
