@@ -126,8 +126,8 @@ class Stack:
         parent = self.work / "kubelet" / "pods" / UID / "volumes" / "kubernetes.io~csi" / volume
         parent.mkdir(parents=True, exist_ok=True)
         (parent / "mount").mkdir(exist_ok=True)
-        self.view.mount(str(parent / "mount"), url, str(doc["local_dir"]))
-        return str(parent / "mount"), str(doc["local_dir"])
+        self.view.mount(str(parent / "mount"), url, str(doc.local_dir))
+        return str(parent / "mount"), str(doc.local_dir)
 
 
 def _quiet(fn: Callable[[], Any]) -> Any:
@@ -211,7 +211,7 @@ def bench_r10(stack: Stack, runs: int, quick: bool) -> dict[str, Any]:
         sample = _miss(stack, s3, view, key, local, direct=bool(i % 2))
         if sample is not None:
             sample["during_prefetch"] = float(
-                stack.agent.status(stack.bucket.url("miss/"))["state"] == "downloading")
+                stack.agent.status(stack.bucket.url("miss/")).state == "downloading")
             samples.append(sample)
     out["samples"] = samples
     return out
