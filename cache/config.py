@@ -72,7 +72,7 @@ class Config:
     multipart_threshold_bytes: int = 16 * 1024 * 1024
     #: size of one ranged part. At S3's ~20 ms to first byte and ~90 MB/s per connection, a
     #: 16 MiB part keeps a connection transferring ~90% of the time (8 MiB, the SDKs' default:
-    #: ~82%). Memory in flight is at most max_concurrency x part_size_bytes (1 GiB by default).
+    #: ~82%). Memory in flight is at most (max_concurrency + 8 on-demand slots) x part_size_bytes.
     part_size_bytes: int = 16 * 1024 * 1024
     #: seconds to wait for a connection or for the first byte of a response
     connect_timeout_s: float = 10.0

@@ -37,6 +37,9 @@ DownloadObserver = Callable[[StoreURL, int, float], None]
 #: priorities of request slots: an on-demand miss goes before prefetch work
 PRIORITY_ON_DEMAND = 0
 PRIORITY_PREFETCH = 1
+#: request slots beyond `max_concurrency` that only on-demand reads may use: a prefetch keeps
+#: all of its slots busy, and a reader blocked on a miss must not wait for one of them to end
+ON_DEMAND_SLOTS = 8
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ class Fetcher:
         self._inflight: dict[tuple[str, str], asyncio.Future[FetchResult]] = {}
         self._io = ThreadPoolExecutor(max(8, config.max_concurrency // 2),
                                       thread_name_prefix="shardcache-io")
-        self.downloader = Downloader(config, PrioritySemaphore(config.max_concurrency), self._io)
+        slots = PrioritySemaphore(config.max_concurrency + ON_DEMAND_SLOTS, ON_DEMAND_SLOTS)
+        self.downloader = Downloader(config, slots, self._io)
         self.observers: list[DownloadObserver] = []
 
     def shutdown(self) -> None:
