@@ -27,11 +27,11 @@ from .. import keys as keymap
 from ..config import Config
 from ..errors import NotFoundError, UnavailableError, UnsafeKeyError
 from ..store.layout import Layout
+from ..store.readonly import known_entries
 from ..urls import StoreURL, parse_url
 from . import listing
 from .agent_client import AgentClient
 from .facades import InProcessEngine, RemoteStore
-from .manifest import known_entries
 
 #: bound on memoised url -> path entries (~200 bytes each): a million-object dataset must not
 #: grow the memo without limit; when full it starts over
@@ -235,7 +235,7 @@ class Client:
         if cache is not None:
             known = known_entries(Layout(cache).index_path, url.store, start)
             if known is not None:
-                return known
+                return [listing.Entry(key, size) for key, size in known]
         infos = self.remote.list_objects(url.child(start))
         return [listing.Entry(i.key, i.size) for i in infos]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shardcache.client import listing
 from shardcache.client.listing import Entry
-from shardcache.client.manifest import covering
+from shardcache.store.readonly import covering
 
 ENTRIES = [Entry("ds/a", 1), Entry("ds/sub/b", 2), Entry("ds/sub/deep/c", 3), Entry("dsx/y", 4)]
 
