@@ -80,3 +80,8 @@ def test_socket_path() -> None:
 )
 def test_status_codes(exc: BaseException, code: grpc.StatusCode) -> None:
     assert status_code_for(exc) is code
+
+
+def test_every_kind_names_a_real_grpc_status() -> None:
+    for codes in [*errors.CODES.values(), errors.UNKNOWN]:
+        assert isinstance(grpc.StatusCode[codes.grpc], grpc.StatusCode)
