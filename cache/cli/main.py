@@ -13,7 +13,8 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .. import __version__
@@ -159,7 +160,24 @@ def _run_wait(args: argparse.Namespace, agent: str | None, out: Output) -> int:
         return wait.wait_with_agent(args, agent, out)
     if data_dir:
         return wait.wait_on_status_file(args, data_dir, out)
-    return wait.wait_in_process(args, make_config(args), out)
+    with _terminable():
+        return wait.wait_in_process(args, make_config(args), out)
+
+
+@contextmanager
+def _terminable() -> Iterator[None]:
+    """SIGTERM raises `Terminated` in the main thread, for the commands that block in it (the
+    in-process wait): every `with` is left on the way out, so the engine's close cancels the
+    prefetch and discards its staging files."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from ..config import Config
 from ..errors import NotFoundError
@@ -107,11 +105,12 @@ def wait_with_agent(args: argparse.Namespace, socket_path: str, out: Output) -> 
 
 
 def wait_in_process(args: argparse.Namespace, config: Config, out: Output) -> int:
-    """On the cache directory; with `--prefetch`, this process downloads meanwhile."""
+    """On the cache directory; with `--prefetch`, this process downloads meanwhile (main.py
+    turns SIGTERM into an exception, so leaving the `with` cancels it cleanly)."""
     from ..client.facades import InProcessEngine
 
     ds = parse_url(args.url).as_dataset()
-    with _terminable(), InProcessEngine(config) as engine:
+    with InProcessEngine(config) as engine:
         if args.prefetch:
             engine.start_prefetch(ds)
 
@@ -120,19 +119,3 @@ def wait_in_process(args: argparse.Namespace, config: Config, out: Output) -> in
             return Look(status)
 
         return _run(look, args, out, ds)
-
-
-@contextmanager
-def _terminable() -> Iterator[None]:
-    """SIGTERM while waiting in-process leaves through every `with` (the engine's close
-    cancels the prefetch and discards its staging files); main.py reports it."""
-    from .main import Terminated
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -186,7 +186,12 @@ def test_object_replaced_during_download_restarts_on_the_new_version(
     assert tree(local_dir(cache, s3_bucket)) == {"big": new}
 
 
-def test_sigterm_stops_within_seconds_and_cleans_up(s3_server, s3_bucket, tmp_path):
+@pytest.mark.parametrize(
+    "command",
+    [["prefetch"], ["wait", "--prefetch", "--fraction", "1", "--timeout", "60"]],
+    ids=["prefetch", "wait-prefetch"],
+)
+def test_sigterm_stops_within_seconds_and_cleans_up(s3_server, s3_bucket, tmp_path, command):
     objects = {"ds/huge": os.urandom(24 * MiB)}
     objects.update({f"ds/s{i}": os.urandom(5000) for i in range(5)})
     s3_bucket.put(objects)
@@ -196,7 +201,8 @@ def test_sigterm_stops_within_seconds_and_cleans_up(s3_server, s3_bucket, tmp_pa
     with CloudProxy(s3_server.endpoint_url, slow) as proxy:
         env = via(proxy)
         proc = subprocess.Popen(
-            [*SHARDCACHE, "prefetch", s3_bucket.url("ds/"), "--cache-dir", str(cache)],
+            [*SHARDCACHE, command[0], s3_bucket.url("ds/"), *command[1:], "--cache-dir",
+             str(cache)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
