@@ -15,8 +15,7 @@ from typing import TypeVar
 
 from ..backends.base import Backend, ObjectInfo
 from ..config import Config
-from ..engine import DatasetStatus, Engine, FetchResult, PrefetchReport
-from ..engine.download import with_retries
+from ..engine import DatasetStatus, Engine, FetchResult, PrefetchReport, with_retries
 from ..urls import StoreURL
 from ._loop import LoopThread, abandon
 

@@ -1,4 +1,7 @@
-"""The engine: lists datasets, downloads objects once, publishes verified files."""
+"""The engine: lists datasets, downloads objects once, publishes verified files.
+
+`Engine` is the way in; `with_retries` (one store request under the request budget of a
+`Retry` value) is shared with the client's direct, uncached reads so that both retry alike."""
 
 from __future__ import annotations
 
@@ -12,11 +15,12 @@ from ..status import (
     Progress,
     VerifyReport,
 )
+from .download import with_retries
 from .engine import Engine
 from .fetch import FetchResult
 from .prefetch import PrefetchReport
 
 __all__ = [
     "DatasetState", "DatasetStatus", "Engine", "EngineStats", "Evicted", "Failure",
-    "FetchResult", "ManifestPage", "PrefetchReport", "Progress", "VerifyReport",
+    "FetchResult", "ManifestPage", "PrefetchReport", "Progress", "VerifyReport", "with_retries",
 ]
