@@ -6,8 +6,9 @@ when every `/`-separated segment is a plain name: not empty, not `.` or `..`, no
 other key is refused, never rewritten: a rewritten key could collide with a real one, and a
 reader would not find the file under the name they know.
 
-A segment named `.shardcache` is refused too: that name is reserved for shardcache's own files
-inside dataset directories (see RESERVED_SEGMENT).
+No name is reserved: shardcache keeps nothing of its own inside a dataset's directory (the
+agent's progress for pods lives in CACHE/status/, see store/layout.py), so a key such as
+`.shardcache/x` is an object like any other.
 
 Directory markers (keys ending in `/`, as consoles create for "folders") are not objects and
 are skipped. Two keys collide when one would have to be both a file and a directory
@@ -21,10 +22,6 @@ from dataclasses import dataclass
 
 MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 4000
-#: directory name reserved in every dataset directory for shardcache's own files (the agent's
-#: `.shardcache/status.json`, read by `shardcache wait` in init containers); a key using it
-#: would collide with them, so it is refused like any other unmappable key
-RESERVED_SEGMENT = ".shardcache"
 
 
 @dataclass(frozen=True)
@@ -56,8 +53,6 @@ def check_key(key: str) -> str | None:
             return "empty path segment (`//` or trailing `/`)"
         if segment in (".", ".."):
             return f"`{segment}` path segment"
-        if segment == RESERVED_SEGMENT:
-            return f"reserved name `{RESERVED_SEGMENT}`"
         if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
             return f"a path segment is longer than {MAX_SEGMENT_BYTES} bytes"
     return None

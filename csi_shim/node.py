@@ -7,8 +7,9 @@ service.py turns them into status codes.
 
 Order of a publication, chosen so that a crash at any step leaves a state the next call
 repairs: validate (nothing touched) -> record written -> agent pins the dataset for the pod ->
-target created -> bind mount + read-only remount (`view: bind`), or the view server's FUSE
-mount (`view: read-through`, see view/server.py for its own order) -> record completed.
+target created -> bind mount + read-only remount (`view: bind`, and `view: status` of the
+dataset's status directory), or the view server's FUSE mount (`view: read-through`, see
+view/server.py for its own order) -> record completed.
 Unpublishing unmounts whatever is at the target, which works for both kinds of view without
 the view server: its keeper notices the unmounted connection and lets it go. A failure after the
 record undoes what was done, newest first, so a refused or failed request leaves nothing
@@ -36,6 +37,8 @@ from shardcache.errors import (
     redact,
 )
 from shardcache.status import DatasetStatus
+from shardcache.store.layout import Layout
+from shardcache.urls import parse_url
 from shardcache_daemonset.policy import Policy
 
 from . import mounter
@@ -162,7 +165,7 @@ class NodeDriver:
             local_dir = _local_dir(spec, status)
             if self._make_target(spec.target_path):
                 undo.callback(_rmdir_quietly, spec.target_path)
-            if spec.view == "bind":
+            if spec.view in ("bind", "status"):  # status: the status directory, bound alone
                 mounter.bind_read_only(local_dir, spec.target_path)
             elif self.view is None:
                 raise UnavailableError(
@@ -283,11 +286,17 @@ class NodeDriver:
 
 
 def _local_dir(spec: PublishSpec, status: DatasetStatus) -> str:
-    local_dir = str(status.local_dir)
+    """What the target shows: the dataset's directory, or with `view: status` the dataset's
+    status directory alone (CACHE/status/DIGEST, beside the data tree of the same cache)."""
+    local_dir, what = str(status.local_dir), "the directory"
+    if spec.view == "status":
+        layout = Layout.of_dataset_dir(status.local_dir, parse_url(spec.dataset))
+        local_dir = "" if layout is None else str(layout.status_dir(status.url))
+        what = "the status directory"
     if not os.path.isabs(local_dir) or not os.path.isdir(local_dir):
         raise UnavailableError(
-            f"the agent placed {spec.dataset} at {local_dir!r}, which is not a directory "
-            "on this node yet; kubelet will retry"
+            f"the agent placed {what} of {spec.dataset} at {local_dir!r}, which is not a "
+            "directory on this node yet; kubelet will retry"
         )
     return local_dir
 

@@ -33,8 +33,10 @@ KUBELET_PREFIX = "csi.storage.k8s.io/"
 #: the attributes a user writes in the volume (or the webhook writes for them)
 USER_KEYS = frozenset({"dataset", "prefetch", "view"})
 #: `read-through` (the default): the FUSE view, listing the whole dataset and fetching misses
-#: on open; `bind`: a read-only bind mount of the local directory (complete files only)
-VIEWS = ("read-through", "bind")
+#: on open; `bind`: a read-only bind mount of the local directory (complete files only);
+#: `status`: a read-only bind mount of the dataset's status directory alone (the webhook's
+#: `shardcache wait` init container reads its status.json: no data, no socket)
+VIEWS = ("read-through", "bind", "status")
 
 MAX_VOLUME_ID_CHARS = 256
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
@@ -135,7 +137,7 @@ def validate_publish(
     if unknown:
         raise ConfigError(
             f"unknown volume attributes {unknown}; shardcache reads "
-            "'dataset' (a URL), 'prefetch' (all|none) and 'view' (read-through|bind)"
+            "'dataset' (a URL), 'prefetch' (all|none) and 'view' (read-through|bind|status)"
         )
     if "dataset" not in context or not context["dataset"].strip():
         raise ConfigError("volume attribute 'dataset' (like s3://bucket/prefix/) is required")
@@ -200,7 +202,8 @@ def _view(context: Mapping[str, str]) -> str:
     value = context.get("view", VIEWS[0])
     if value not in VIEWS:
         raise ConfigError(
-            f"volume attribute view must be 'read-through' or 'bind', not {value[:20]!r}"
+            f"volume attribute view must be 'read-through', 'bind' or 'status', "
+            f"not {value[:20]!r}"
         )
     return value
 

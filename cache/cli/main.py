@@ -151,15 +151,15 @@ def run_cancellable(main: Coroutine[Any, Any, int]) -> int:
 
 
 def _run_wait(args: argparse.Namespace, agent: str | None, out: Output) -> int:
-    """The agent if named; else the status file in the mounted dataset (an init container
-    has nothing else: no socket, no cache dir); else the cache dir in-process."""
+    """The agent if named; else the status file in SHARDCACHE_STATUS_DIR (the webhook's init
+    container has nothing else: no socket, no cache dir); else the cache dir in-process."""
     from . import wait
 
-    data_dir = os.environ.get("SHARDCACHE_DATA_DIR")
+    status_dir = os.environ.get("SHARDCACHE_STATUS_DIR")
     if agent:
         return wait.wait_with_agent(args, agent, out)
-    if data_dir:
-        return wait.wait_on_status_file(args, data_dir, out)
+    if status_dir:
+        return wait.wait_on_status_file(args, status_dir, out)
     with _terminable():
         return wait.wait_in_process(args, make_config(args), out)
 

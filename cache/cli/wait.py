@@ -2,15 +2,16 @@
 dataset is local, then let the pod start.
 
 Three ways to see progress, one meaning. Through the agent's socket (`--agent` /
-SHARDCACHE_AGENT_SOCKET); through the status file the agent keeps in the dataset's directory
-(`$SHARDCACHE_DATA_DIR/.shardcache/status.json`: the webhook's init container has the read-only
-dataset mount and nothing else, so this mode opens no engine and touches no cache directory);
-or in-process on the cache directory. In all three, `waitloop.decide` says what a status means
-and `waitloop.poll` is the loop:
+SHARDCACHE_AGENT_SOCKET); through the status file the agent keeps for the dataset
+(`$SHARDCACHE_STATUS_DIR/status.json`: the webhook's init container has that one read-only
+directory, a `view: status` volume, and nothing else, so this mode opens no engine and touches
+no cache directory); or in-process on the cache directory. In all three, `waitloop.decide`
+says what a status means and `waitloop.poll` is the loop:
 
 - exit 0 when the fraction is local;
-- exit 0 with a warning on timeout: the pod starts anyway and reads the rest from the store
-  (that is what the timeout is for; `--output json` says `"reached": false`);
+- exit 0 with a warning on timeout: the pod starts anyway (that is what the timeout is for;
+  `--output json` says `"reached": false`); a read-through view fetches each missing object
+  when it is opened, a `view: bind` volume shows only the files already local;
 - exit 1 only when the dataset's state is `failed`; 2 for usage errors (main.py).
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from ..config import Config
 from ..errors import NotFoundError
 from ..status import DatasetStatus
-from ..store.statusfile import RELATIVE_PATH, parse_status_file
+from ..store.statusfile import STATUS_NAME, parse_status_file
 from ..urls import StoreURL, parse_url
 from ..waitloop import Decision, Look, poll
 from .output import Output
@@ -61,7 +62,8 @@ def report(out: Output, ds: StoreURL, wanted: float, timeout_s: float, decision:
     if decision is Decision.TIMED_OUT:
         out.warn(
             f"{ds}: {100 * fraction:.1f}% local after {timeout_s:g} s, wanted "
-            f"{100 * wanted:.1f}%; starting anyway, the rest is read from the store"
+            f"{100 * wanted:.1f}%; starting anyway: a read-through view fetches each missing "
+            "object when it is opened, a `view: bind` volume shows only the files already local"
             + (f" ({seen.note})" if seen.note else "")
         )
     else:
@@ -74,9 +76,9 @@ def _run(look: Callable[[], Look], args: argparse.Namespace, out: Output, ds: St
     return report(out, ds, args.fraction, args.timeout, decision, seen)
 
 
-def wait_on_status_file(args: argparse.Namespace, data_dir: str, out: Output) -> int:
+def wait_on_status_file(args: argparse.Namespace, status_dir: str, out: Output) -> int:
     ds = parse_url(args.url).as_dataset()
-    path = os.path.join(data_dir, RELATIVE_PATH)
+    path = os.path.join(status_dir, STATUS_NAME)
 
     def look() -> Look:
         try:

@@ -17,7 +17,7 @@ point at one cache directory and each object is still downloaded once.
     verify(ds | None, repair=) -> VerifyReport;  evict(ds, force=) -> Evicted
     scan() -> AdoptReport                 the full start-up check (the agent runs it)
     pin / unpin / pins / covers           owners of datasets, and the tenancy check
-    write_status / remove_status          the dataset's status file (status.json)
+    write_status                          the dataset's status file (CACHE/status/DIGEST/)
     local_path(url) -> Path;  usage() -> Usage;  stats() -> EngineStats
     observe_downloads(fn)                 a host's hook on each download (the agent's metrics)
 """
@@ -202,10 +202,20 @@ class Engine:
     # -- owners ---------------------------------------------------------------------------
     async def pin(self, ds: StoreURL, owner: str) -> Path:
         """Pin the dataset for `owner` (nothing of it is evicted while pinned) and create its
-        directory, so a bind mount can be made before the first file arrives."""
+        directory, so a bind mount can be made before the first file arrives. A `.shardcache/`
+        status directory that an older agent left in it goes (statusfile.sweep_legacy)."""
         ds = ds.as_dataset()
         await self._store.call(self._store.pin, ds, owner)
-        return await self._store.call(self._store.make_dataset_dir, ds)
+        path = await self._store.call(self._store.make_dataset_dir, ds)
+        with contextlib.suppress(OSError):  # a leftover is cosmetic: it never fails a pin
+            await self._store.call(self._sweep_legacy_status, ds)
+        return path
+
+    def _sweep_legacy_status(self, ds: StoreURL) -> int:
+        """On the store's thread: the index says which names there are objects of `ds`."""
+        legacy = ds.prefix + statusfile.LEGACY_DIR + "/"
+        known = self._store.index.child_names(ds.store, legacy)
+        return statusfile.sweep_legacy(self._store.layout, ds, known)
 
     async def unpin(self, ds: StoreURL, owner: str) -> None:
         await self._store.call(self._store.unpin, ds.as_dataset(), owner)
@@ -220,7 +230,7 @@ class Engine:
 
     # -- the status file ------------------------------------------------------------------
     async def write_status(self, status: DatasetStatus) -> None:
-        """Replace `DATASET_DIR/.shardcache/status.json` with `status` (see statusfile.py)."""
+        """Replace `CACHE/status/DIGEST/status.json` with `status` (see statusfile.py)."""
         record = statusfile.status_record(status, time.time())
         await self._fetcher.io(statusfile.write_status_file, self._store.layout, status.url,
                                record)

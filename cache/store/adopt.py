@@ -15,7 +15,6 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..keys import RESERVED_SEGMENT
 from ..urls import parse_url
 from . import files
 from .index import Index
@@ -110,16 +109,8 @@ def _walk_dirs(layout: Layout) -> Iterator[tuple[list[str], list[str]]]:
         parts = [] if rel_dir == "." else rel_dir.split(os.sep)
         # os.walk lists symlinks to directories among dirnames, never entering them
         links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        # the agent's status directories are ours, not strays (no key may use that name);
-        # only a real directory counts: a link or a file of that name is still removed
-        dirnames[:] = [d for d in dirnames if not _is_reserved_dir(dirpath, d)]
         if filenames or links:
             yield parts, filenames + links
-
-
-def _is_reserved_dir(parent: str, name: str) -> bool:
-    path = os.path.join(parent, name)
-    return name == RESERVED_SEGMENT and not os.path.islink(path) and os.path.isdir(path)
 
 
 def _remove_stray(layout: Layout, rel: str) -> None:

@@ -6,6 +6,9 @@
       locks                   byte-range lock file for cross-process single flight
       staging/                files being downloaded (never visible in data/)
       data/SCHEME/BUCKET/KEY  published, read-only files: the dataset mirrors
+      status/DIGEST/          a dataset's progress for pods (the agent's status.json), one
+                              directory per dataset, apart from data/ so that a dataset's
+                              directory holds its objects and nothing else
 
 Every directory below the root is opened component by component with O_NOFOLLOW relative to
 its parent's descriptor, so a symlink planted anywhere in the tree is never followed and
@@ -14,6 +17,7 @@ nothing is ever created or renamed outside the root.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -34,6 +38,7 @@ class Layout:
     def __init__(self, root: Path) -> None:
         self.root = Path(os.path.abspath(root))
         self.data_dir = self.root / "data"
+        self.status_root = self.root / "status"
         self.staging_dir = self.root / "staging"
         self.index_path = self.root / "index.sqlite3"
         self.lock_path = self.root / "locks"
@@ -50,6 +55,22 @@ class Layout:
 
     def dataset_dir(self, url: StoreURL) -> Path:
         return self.data_dir.joinpath(*self.dataset_segments(url))
+
+    @classmethod
+    def of_dataset_dir(cls, dataset_dir: Path, url: StoreURL) -> Layout | None:
+        """The layout in which `dataset_dir` is the directory of `url` (None if it cannot be):
+        how a process that was told where a dataset lives (the CSI plugin, by the agent) finds
+        the rest of that cache, its status directory included."""
+        parts = ["data", *cls(Path("/")).dataset_segments(url)]
+        if dataset_dir.parts[-len(parts) :] != tuple(parts):
+            return None
+        return cls(dataset_dir.parents[len(parts) - 1])
+
+    def status_dir(self, url: StoreURL) -> Path:
+        """The directory of a dataset's status file. Flat and named by a digest of the
+        dataset URL: nested datasets (`s3://b/a/`, `s3://b/a/b/`) get separate directories, so
+        a bind mount of one never shows another's, and any prefix length fits in one name."""
+        return self.status_root / status_name(url)
 
     def object_path(self, url: StoreURL) -> Path:
         return self.data_dir.joinpath(*self.store_segments(url), url.path)
@@ -114,6 +135,11 @@ def _write_format(root: Path, target: Path) -> None:
         with suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def status_name(url: StoreURL) -> str:
+    """The directory name of a dataset's status under status/ (128 bits of SHA-256)."""
+    return hashlib.sha256(str(url.as_dataset()).encode()).hexdigest()[:32]
 
 
 def _read_nofollow(path: Path) -> str:

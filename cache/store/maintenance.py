@@ -8,7 +8,6 @@ import stat
 from dataclasses import dataclass, field
 
 from ..errors import CacheError
-from ..keys import RESERVED_SEGMENT
 from ..status import DatasetState, DatasetStatus, Failure, VerifyReport
 from ..urls import StoreURL, parse_url
 from . import files
@@ -125,8 +124,6 @@ def _dataset_strays(store: Store, ds: StoreURL, report: _Found, repair: bool) ->
             for rel, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top,
                                                               follow_symlinks=False):
                 links = [d for d in dirnames if _is_link(dir_fd, d)]
-                # the agent's status directory is not a stray (no key may use the name)
-                dirnames[:] = [d for d in dirnames if d != RESERVED_SEGMENT or d in links]
                 for name in filenames + links:
                     key = os.path.normpath(os.path.join(base, rel, name))
                     if key not in known:

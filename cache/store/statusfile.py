@@ -1,11 +1,16 @@
-"""`DATASET_DIR/.shardcache/status.json`: a dataset's progress, readable through the mount.
+"""`CACHE/status/DIGEST/status.json`: a dataset's progress, readable by the wait step.
 
-The init container the webhook injects (`shardcache wait`) sees only the dataset's read-only
-volume, not the agent's socket, so the agent leaves the progress where it can look. The file
-holds counts and a state only: no owners and no error text, because every pod that mounts the
-dataset reads it, whichever tenant it belongs to. It is replaced atomically (a temporary file
-renamed in the same directory, every directory opened without following links), so a reader
-sees the old document or the new one, never half of either.
+The init container the webhook injects (`shardcache wait`) has no agent socket and no
+credentials, so the agent leaves the progress where it can look: a small directory per dataset
+beside the data tree (never inside it: a dataset's directory holds its objects and nothing
+else, or a loader scanning it, like torchvision's `ImageFolder`, would take the status for
+data). The CSI plugin bind-mounts that one directory read-only into the wait container
+(volume attribute `view: status`). The file holds counts and a state only: no owners and no
+error text, because every pod that mounts the dataset reads it, whichever tenant it belongs
+to. It is replaced atomically (a temporary file renamed in the same directory, every
+directory opened without following links), so a reader sees the old document or the new one,
+never half of either; the directory itself is kept (a bind mount of it must keep seeing the
+renames).
 """
 
 from __future__ import annotations
@@ -13,17 +18,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import uuid
 from collections.abc import Mapping
 
-from ..keys import RESERVED_SEGMENT
 from ..status import DatasetStatus
 from ..urls import StoreURL
-from .layout import Layout, open_dir
+from .layout import Layout, open_dir, status_name
 
 STATUS_NAME = "status.json"
-#: where the file is, relative to the dataset's directory
-RELATIVE_PATH = os.path.join(RESERVED_SEGMENT, STATUS_NAME)
 #: fields copied from the status document; anything else stays inside the agent
 FIELDS = ("url", "state", "objects_total", "objects_local", "bytes_total", "bytes_local")
 
@@ -54,7 +57,7 @@ def parse_status_file(text: str, ds: StoreURL) -> tuple[DatasetStatus | None, st
 
 
 def _segments(layout: Layout, ds: StoreURL) -> list[str]:
-    return [*layout.dataset_segments(ds), RESERVED_SEGMENT]
+    return [layout.status_root.name, status_name(ds)]
 
 
 def write_status_file(layout: Layout, ds: StoreURL, record: Mapping[str, object]) -> None:
@@ -62,7 +65,7 @@ def write_status_file(layout: Layout, ds: StoreURL, record: Mapping[str, object]
     data = (json.dumps(record, sort_keys=True) + "\n").encode()
     # unique per write: the registration and the periodic writer may write at the same moment
     tmp = f".{STATUS_NAME}.{uuid.uuid4().hex[:12]}.tmp"
-    with open_dir(layout.data_dir, _segments(layout, ds), create=True) as dir_fd:
+    with open_dir(layout.root, _segments(layout, ds), create=True) as dir_fd:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
         try:
@@ -81,9 +84,47 @@ def write_status_file(layout: Layout, ds: StoreURL, record: Mapping[str, object]
 
 def remove_status_file(layout: Layout, ds: StoreURL) -> None:
     """Blocking. Forget the dataset's progress (it was evicted): a stale "complete" would
-    let an init container start a pod on data that is gone."""
+    let an init container start a pod on data that is gone. The directory stays: a pod may
+    have it mounted, and must see the next registration's file appear there."""
     try:
-        with open_dir(layout.data_dir, _segments(layout, ds), create=False) as dir_fd:
+        with open_dir(layout.root, _segments(layout, ds), create=False) as dir_fd:
             os.unlink(STATUS_NAME, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
+
+
+#: where agents before the status/ directory kept the file: inside the dataset's directory,
+#: where the bind view showed it and `ImageFolder` took it for a class
+LEGACY_DIR = ".shardcache"
+
+
+def sweep_legacy(layout: Layout, ds: StoreURL, known: set[str]) -> int:
+    """Blocking. Remove the `.shardcache/` status directory an older agent left in the
+    dataset's directory; `known` are the names the index holds in it (objects of a key
+    `.shardcache/...`, which stay). Returns how many files were removed. The directory goes
+    once it is empty, so neither view shows it any more."""
+    segments = [*layout.dataset_segments(ds), LEGACY_DIR]
+    removed = 0
+    try:
+        with open_dir(layout.data_dir, segments[:-1], create=False) as parent:
+            with open_dir(layout.data_dir, segments, create=False) as dir_fd:
+                for name in os.listdir(dir_fd):
+                    if name not in known:
+                        removed += _unlink_file(dir_fd, name)
+            with contextlib.suppress(OSError):  # not empty: it holds objects of the dataset
+                os.rmdir(LEGACY_DIR, dir_fd=parent)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    return removed
+
+
+def _unlink_file(dir_fd: int, name: str) -> int:
+    """1 if `name` (not a directory) was removed here; the agent's full scan may remove the
+    same stray at the same moment."""
+    try:
+        if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return 0
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return 0
+    return 1

@@ -56,7 +56,7 @@ class Agent:
         #: reports of the read-through views (open counts, failed opens)
         self.views = ViewReports(self.counters)
         self._scan: asyncio.Task[None] | None = None
-        #: per dataset, the task keeping DATASET_DIR/.shardcache/status.json current
+        #: per dataset, the task keeping CACHE/status/DIGEST/status.json current
         self._writers: dict[StoreURL, asyncio.Task[None]] = {}
         engine.observe_downloads(self._observed)
 

@@ -164,8 +164,7 @@ def test_sigterm_mid_prefetch_exits_cleanly(s3_bucket, make_agent):
         code = agent.terminate(timeout_s=15)
         stop_s = time.monotonic() - t0
         local_dir = agent.cache_dir / "data" / "s3" / s3_bucket.name / "t"
-        # .shardcache/ holds the agent's status file (docs/agent.md), not a dataset object
-        published = sorted(n for n in os.listdir(local_dir) if n != ".shardcache")
+        published = sorted(os.listdir(local_dir))  # objects only: the status lives apart
     print(
         f"\nSIGTERM with {in_flight} staging files in flight: exit {code} after {stop_s:.2f} s, "
         f"{len(published)}/{len(data)} objects published, staging now "

@@ -1,5 +1,6 @@
-"""The agent's `DATASET_DIR/.shardcache/status.json`: what an init container with only the
-dataset mount reads. A real agent process, a real moto bucket."""
+"""The agent's `CACHE/status/DIGEST/status.json`: what an init container with only the status
+volume reads, kept apart from the dataset's directory. A real agent process, a real moto
+bucket."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shardcache.status import DatasetStatus
+from shardcache.store.layout import Layout
 from shardcache.store.statusfile import status_record
 from shardcache.urls import parse_url
 
@@ -64,8 +66,9 @@ def test_status_file_follows_the_prefetch_and_survives_verify(s3_bucket, make_ag
     agent.start()
     url = s3_bucket.url("st/")
     first = agent.client.register(url, "pod-1", None, "all")
-    path = first.local_dir / ".shardcache" / "status.json"
+    path = Layout(agent.cache_dir).status_dir(parse_url(url)) / "status.json"
     assert path.exists()  # written at registration, before the prefetch ends
+    assert path.parent.parent == agent.cache_dir / "status"  # beside the data tree
 
     doc = read_until(path, lambda d: d["state"] == "complete")
     total = sum(len(v) for v in DATA.values())
@@ -77,6 +80,9 @@ def test_status_file_follows_the_prefetch_and_survives_verify(s3_bucket, make_ag
     mode = stat.S_IMODE(path.stat().st_mode)
     assert mode == 0o644  # readable by the pod's arbitrary uid, writable by nobody else
     assert not [p for p in path.parent.iterdir() if p.name != "status.json"]  # no temp left
+    local = first.local_dir
+    entries = sorted(str(p.relative_to(local)) for p in local.rglob("*"))
+    assert entries == sorted(k.removeprefix("st/") for k in DATA)  # the objects, nothing else
 
     for body in ({"url": url}, {"url": None}):  # one dataset, then the whole cache
         report = agent.client._request("POST", "/v1/verify", body)
@@ -90,26 +96,40 @@ def test_status_file_follows_the_prefetch_and_survives_verify(s3_bucket, make_ag
     assert agent.terminate() == 0
 
 
-def test_status_file_is_rewritten_after_a_restart_and_keys_are_refused(
+def test_shardcache_keys_are_objects_and_old_status_dirs_are_swept(
     s3_bucket, make_agent
 ) -> None:
-    s3_bucket.put({**DATA, "st/.shardcache/status.json": b'{"state": "complete"}'})
+    """No name is reserved any more: a store's `.shardcache/...` keys are objects like any
+    other; the status directory an older agent left inside the dataset goes at registration
+    (a key of that name inside it stays), and the status survives restarts apart from it."""
+    s3_bucket.put({**DATA, "st/.shardcache/mine.json": b'{"owned": "by the dataset"}'})
+    url = s3_bucket.url("st/")
     agent = make_agent()
     agent.start()
-    url = s3_bucket.url("st/")
-    local = agent.client.register(url, "pod-1", None, "all").local_dir
-    path = local / ".shardcache" / "status.json"
-    doc = read_until(path, lambda d: d["state"] in ("complete", "partial", "failed"))
-    # the store's own `.shardcache/status.json` is refused, never served as ours
-    assert doc["objects_total"] == len(DATA)
+    agent.client.register(url, "pod-1", None, "all")
+    status_dir = Layout(agent.cache_dir).status_dir(parse_url(url))
+    doc = read_until(status_dir / "status.json", lambda d: d["state"] == "complete")
+    assert doc["objects_total"] == len(DATA) + 1
+    local = agent.client.status(url).local_dir
+    assert (local / ".shardcache" / "mine.json").read_bytes() == b'{"owned": "by the dataset"}'
+    agent.client.release(url, "pod-1")
     assert agent.terminate() == 0
 
+    # what an older agent left: its status file and a temporary one, among the objects
+    (local / ".shardcache" / "status.json").write_text('{"state": "complete"}')
+    (local / ".shardcache" / ".status.json.0123456789ab.tmp").write_text("{")
+    nested = local / "sub" / ".shardcache"
+    nested.mkdir(parents=True)
+    (nested / "status.json").write_text("{}")
     again = make_agent()
-    again.start()  # the full scan at start must not delete the status directory
+    again.start()
     again.client.register(url, "pod-2", None, "all")
-    later = read_until(path, lambda d: d["updated_at"] > doc["updated_at"])
+    assert sorted(p.name for p in (local / ".shardcache").iterdir()) == ["mine.json"]
+    later = read_until(status_dir / "status.json", lambda d: d["updated_at"] > doc["updated_at"])
     assert later["bytes_local"] == later["bytes_total"] == doc["bytes_total"]
+    sub = s3_bucket.url("st/sub/")
+    again.client.register(sub, "pod-2", None, "none")
+    assert not nested.exists()  # the nested dataset's leftover goes when it is registered
     report = again.client._request("POST", "/v1/verify", {"url": None})
     assert report["clean"], report
-    assert path.exists()
     assert again.terminate() == 0

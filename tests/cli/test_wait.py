@@ -46,19 +46,19 @@ def test_parse_status_file() -> None:
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A dataset mount with no socket and a cache dir that must stay untouched."""
-    mount = tmp_path / "data"
-    (mount / ".shardcache").mkdir(parents=True)
-    monkeypatch.setenv("SHARDCACHE_DATA_DIR", str(mount))
+    """A status mount with no socket and a cache dir that must stay untouched."""
+    mount = tmp_path / "status"
+    mount.mkdir(parents=True)
+    monkeypatch.setenv("SHARDCACHE_STATUS_DIR", str(mount))
     monkeypatch.delenv("SHARDCACHE_AGENT_SOCKET", raising=False)
     monkeypatch.setenv("SHARDCACHE_CACHE_DIR", str(tmp_path / "not-used"))
     return mount
 
 
 def write_status(mount: Path, doc: dict[str, object]) -> None:
-    tmp = mount / ".shardcache" / ".tmp"
+    tmp = mount / ".tmp"
     tmp.write_text(json.dumps(doc))
-    os.replace(tmp, mount / ".shardcache" / "status.json")
+    os.replace(tmp, mount / "status.json")
 
 
 def wait(*args: str) -> int:
@@ -95,6 +95,7 @@ def test_status_file_timeout_starts_the_pod_anyway(
     assert wait("--fraction", "0.9", "--timeout", "0.3") == 0
     err = capsys.readouterr().err
     assert "warning" in err and "starting anyway" in err
+    assert "read-through view fetches each missing object when it is opened" in err
     if note:
         assert note in err
     assert wait("--fraction", "0.9", "--timeout", "0", "--output", "json") == 0
@@ -117,10 +118,9 @@ def test_usage_errors(data_dir: Path, bad: list[str]) -> None:
 
 def test_the_console_script_waits_for_the_file_to_appear(tmp_path: Path) -> None:
     """The real `shardcache wait` process polls until the agent's file says enough."""
-    mount = tmp_path / "data"
-    mount.mkdir()
+    mount = tmp_path / "status"
     env = {k: v for k, v in os.environ.items() if k != "SHARDCACHE_AGENT_SOCKET"}
-    env.update(SHARDCACHE_DATA_DIR=str(mount), SHARDCACHE_CACHE_DIR=str(tmp_path / "not-used"))
+    env.update(SHARDCACHE_STATUS_DIR=str(mount), SHARDCACHE_CACHE_DIR=str(tmp_path / "not-used"))
     proc = subprocess.Popen(
         [str(CLI), "wait", URL, "--fraction", "1", "--timeout", "60", "--output", "json"],
         env=env,
@@ -129,7 +129,7 @@ def test_the_console_script_waits_for_the_file_to_appear(tmp_path: Path) -> None
         text=True,
     )
     try:
-        (mount / ".shardcache").mkdir()
+        mount.mkdir()
         write_status(mount, status_doc(state="downloading", local=50))
         write_status(mount, status_doc())
         out, err = proc.communicate(timeout=60)
@@ -147,7 +147,7 @@ def test_the_console_script_waits_for_the_file_to_appear(tmp_path: Path) -> None
 
 @pytest.fixture
 def local_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.delenv("SHARDCACHE_DATA_DIR", raising=False)
+    monkeypatch.delenv("SHARDCACHE_STATUS_DIR", raising=False)
     monkeypatch.delenv("SHARDCACHE_AGENT_SOCKET", raising=False)
     monkeypatch.setenv("SHARDCACHE_CACHE_DIR", str(tmp_path / "cache"))
     store = tmp_path / "store" / "ds"

@@ -81,6 +81,12 @@ def test_valid_request() -> None:
     assert spec.ephemeral and spec.readonly and spec.prefetch == "all"
 
 
+@pytest.mark.parametrize("view", ["read-through", "bind", "status"])
+def test_view_attribute(view: str) -> None:
+    assert validate(CONTEXT).view == "read-through"  # the default
+    assert validate({**CONTEXT, "view": view}).view == view
+
+
 def test_pod_uid_falls_back_to_the_path_and_kubelet_keys_we_do_not_read_are_ignored() -> None:
     ctx = {k: v for k, v in CONTEXT.items() if not k.endswith("pod.uid")}
     ctx["csi.storage.k8s.io/serviceAccount.tokens"] = '{"aud": {"token": "secret"}}'
@@ -107,6 +113,8 @@ def test_pod_uid_falls_back_to_the_path_and_kubelet_keys_we_do_not_read_are_igno
         ({"csi.storage.k8s.io/serviceAccount.name": "x/../y"}, "not a valid name"),
         ({"csi.storage.k8s.io/ephemeral": "yes"}, "'true' or 'false'"),
         ({"prefetch": "some"}, "prefetch"),
+        ({"view": "fuse"}, "view must be 'read-through', 'bind' or 'status'"),
+        ({"view": ""}, "view must be"),
         ({"datset": "s3://bucket-a/x/"}, "unknown volume attributes"),
     ],
 )
