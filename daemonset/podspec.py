@@ -29,6 +29,7 @@ ANN_MOUNT_PATH = "shardcache.io/mount-path"
 ANN_PREFETCH = "shardcache.io/prefetch"
 ANN_WAIT = "shardcache.io/wait"
 ANN_WAIT_TIMEOUT = "shardcache.io/wait-timeout"
+ANN_VIEW = "shardcache.io/view"
 
 DEFAULT_MOUNT_PATH = "/data"
 #: a named dataset becomes volume `shardcache-NAME` (volume names stop at 63 characters) and
@@ -39,6 +40,9 @@ MAX_DATASETS = 16
 MAX_MOUNT_PATH_CHARS = 1024
 
 Prefetch = Literal["all", "none"]
+#: read-through: the FUSE view (every object listed at once, a miss fetched on open);
+#: bind: the plain bind mount of the local directory (complete files only; nodes without FUSE)
+View = Literal["read-through", "bind"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,11 @@ class OptIn:
 
     datasets: tuple[DatasetRequest, ...]
     prefetch: Prefetch
-    #: share of the dataset's bytes that must be local before the main containers start
+    #: share of the dataset's bytes that must be local before the main containers start;
+    #: unless the pod says, 1.0 where the view shows complete files only, else 0
     wait_fraction: float
     wait_timeout_s: float
+    view: View = "read-through"
 
 
 def is_enabled(metadata: Any) -> bool:
@@ -67,21 +73,35 @@ def is_enabled(metadata: Any) -> bool:
     return isinstance(labels, dict) and labels.get(LABEL_ENABLED) == "true"
 
 
-def read_opt_in(metadata: Any, default_wait_timeout_s: float, max_wait_timeout_s: float) -> OptIn:
-    """Parse the annotations of an opted-in pod; raise OptInError on the first bad one."""
+def read_opt_in(
+    metadata: Any,
+    default_wait_timeout_s: float,
+    max_wait_timeout_s: float,
+    *,
+    complete_files_only: bool = False,
+) -> OptIn:
+    """Parse the annotations of an opted-in pod; raise OptInError on the first bad one.
+
+    `complete_files_only`: the volume will show only what is local whatever the view (the
+    webhook's hostpath mode), so, like `view: bind`, the pod waits for all of it by default:
+    a loader that scans the directory at start would otherwise train on a silent subset.
+    """
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     if annotations is None:
         annotations = {}
     if not isinstance(annotations, dict):
         raise OptInError("metadata.annotations is not a mapping")
     mount_path = _mount_path(annotations.get(ANN_MOUNT_PATH, DEFAULT_MOUNT_PATH))
+    view = _view(annotations.get(ANN_VIEW, "read-through"))
+    whole = complete_files_only or view == "bind"
     return OptIn(
         datasets=_datasets(annotations, mount_path),
         prefetch=_prefetch(annotations.get(ANN_PREFETCH, "all")),
-        wait_fraction=_fraction(annotations.get(ANN_WAIT, "0")),
+        wait_fraction=_fraction(annotations.get(ANN_WAIT, "1" if whole else "0")),
         wait_timeout_s=_timeout(
             annotations.get(ANN_WAIT_TIMEOUT), default_wait_timeout_s, max_wait_timeout_s
         ),
+        view=view,
     )
 
 
@@ -133,6 +153,17 @@ def _prefetch(value: Any) -> Prefetch:
     if value == "none":
         return "none"
     raise OptInError(f"{ANN_PREFETCH} must be `all` or `none`, got {value!r:.80}")
+
+
+def _view(value: Any) -> View:
+    if value == "read-through":
+        return "read-through"
+    if value == "bind":
+        return "bind"
+    raise OptInError(
+        f"{ANN_VIEW} must be `read-through` (the default) or `bind` (nodes without FUSE), "
+        f"got {value!r:.80}"
+    )
 
 
 def _fraction(value: Any) -> float:

@@ -1,8 +1,10 @@
 """The mutation: from a pod (and the request's namespace) to the JSON patch it needs.
 
 Pure and total: no I/O, no clock, never raises on odd input. Idempotence comes from
-deterministic names — volume `shardcache-data` (or `shardcache-NAME`), init container
-`shardcache-wait[-NAME]` — and from adding only what is missing, so a re-invocation
+deterministic names — volume `shardcache-data` (or `shardcache-NAME`), its status volume
+`status-shardcache-data` (or `status-shardcache-NAME`: no prefix inside `shardcache-*` could
+never clash with some dataset NAME), init container `shardcache-wait[-NAME]` — and from adding
+only what is missing, so a re-invocation
 (`reinvocationPolicy: IfNeeded`) or a re-sent review yields an empty patch. Anything the user
 wrote themselves (a volume of the same name, a mount at the same path, an env var) is left
 alone, with a warning where it means the dataset is not mounted.
@@ -10,6 +12,7 @@ alone, with a warning where it means the dataset is not mounted.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +30,10 @@ SOCKET_VOLUME = "shardcache-agent-socket"
 #: a numeric non-root user for the init container, so `runAsNonRoot` holds whatever USER the
 #: image declares (65532 is the conventional "nonroot" of distroless images)
 WAIT_UID = 65532
+#: where the wait container sees its dataset's status directory (SHARDCACHE_STATUS_DIR)
+STATUS_MOUNT_PATH = "/run/shardcache-status"
+#: JSON {dataset URL: mount path} of the datasets mounted in a container, for the client
+MOUNTS_ENV = "SHARDCACHE_MOUNTS"
 
 Mode = Literal["csi", "hostpath"]
 
@@ -75,6 +82,10 @@ class Dataset:
         return f"shardcache-{self.request.name or 'data'}"
 
     @property
+    def status_volume(self) -> str:
+        return "status-" + self.volume
+
+    @property
     def env_suffix(self) -> str:
         name = self.request.name
         return "" if name is None else "_" + name.upper().replace("-", "_")
@@ -88,7 +99,12 @@ def mutate(pod: Any, namespace: str, settings: Settings, policy: Policy) -> Outc
     if not is_enabled(metadata):
         return Outcome("skip", "pod has not opted in")
     try:
-        opt_in = read_opt_in(metadata, settings.default_wait_timeout_s, settings.max_wait_timeout_s)
+        opt_in = read_opt_in(
+            metadata,
+            settings.default_wait_timeout_s,
+            settings.max_wait_timeout_s,
+            complete_files_only=settings.mode == "hostpath",
+        )
     except OptInError as e:
         return Outcome("deny", f"shardcache: {e}")
     if not opt_in.datasets:
@@ -129,6 +145,17 @@ def plan(
         usable.append(ds)
     if not usable:
         return ops.ops, warnings
+    waiting = []
+    for ds in usable if opt_in.wait_fraction > 0 else []:
+        if ds.status_volume not in existing:
+            ops.append(spec, "/spec/volumes", "volumes", _status_volume(ds, opt_in, settings))
+        elif not _is_ours(existing[ds.status_volume], settings):
+            warnings.append(
+                f"shardcache: the pod already has a volume {ds.status_volume!r}; "
+                f"the pod does not wait for {ds.request.url}"
+            )
+            continue
+        waiting.append(ds)
     socket = settings.mode == "hostpath"
     if socket and SOCKET_VOLUME not in existing:
         ops.append(spec, "/spec/volumes", "volumes", _socket_volume(settings))
@@ -141,7 +168,7 @@ def plan(
                 continue
             base = f"/spec/{kind}/{i}"
             warnings += _add_to_container(ops, container, base, usable, socket, settings)
-    _add_wait_containers(ops, spec, opt_in, usable, settings)
+    _add_wait_containers(ops, spec, opt_in, waiting, settings)
     return ops.ops, warnings
 
 
@@ -159,8 +186,9 @@ def _add_to_container(
         return [f"shardcache: container {container.get('name')!r} is malformed; left alone"]
     mounts = _dicts(container.get("volumeMounts"))
     taken_paths = {str(m.get("mountPath", "")).rstrip("/") for m in mounts}
-    taken_names = {_name(m) for m in mounts}
+    taken_names = {_name(m): str(m.get("mountPath", "")) for m in mounts}
     env: list[tuple[str, str]] = []
+    mounted: dict[str, str] = {}
     for ds in datasets:
         if ds.volume not in taken_names:
             if ds.request.mount_path in taken_paths:
@@ -171,10 +199,13 @@ def _add_to_container(
                 "volumeMounts",
                 {"name": ds.volume, "mountPath": ds.request.mount_path, "readOnly": True},
             )
+        mounted[str(ds.url)] = taken_names.get(ds.volume) or ds.request.mount_path
         env += [
             (f"SHARDCACHE_DATASET{ds.env_suffix}", str(ds.url)),
             (f"SHARDCACHE_DATA_DIR{ds.env_suffix}", ds.request.mount_path),
         ]
+    if mounted:
+        env.append((MOUNTS_ENV, json.dumps(mounted, sort_keys=True, separators=(",", ":"))))
     if (
         env
         and socket
@@ -228,13 +259,16 @@ def _wait_container(ds: Dataset, opt_in: OptIn, settings: Settings) -> dict[str,
             "--timeout",
             f"{opt_in.wait_timeout_s:g}",
         ],
-        # `shardcache wait` reads the status file the agent publishes in the dataset directory
-        # (SHARDCACHE_DATA_DIR/.shardcache/status.json): no socket, no network, no privilege.
+        # `shardcache wait` reads the status file the agent keeps for the dataset, in its own
+        # volume (SHARDCACHE_STATUS_DIR/status.json): no socket, no network, no privilege, and
+        # no dataset, which needs no waiting on to be mounted
         "env": [
-            {"name": "SHARDCACHE_DATA_DIR", "value": ds.request.mount_path},
+            {"name": "SHARDCACHE_STATUS_DIR", "value": STATUS_MOUNT_PATH},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         ],
-        "volumeMounts": [{"name": ds.volume, "mountPath": ds.request.mount_path, "readOnly": True}],
+        "volumeMounts": [
+            {"name": ds.status_volume, "mountPath": STATUS_MOUNT_PATH, "readOnly": True}
+        ],
         "resources": {
             "requests": {"cpu": "10m", "memory": "64Mi"},
             "limits": {"cpu": "200m", "memory": "256Mi"},
@@ -255,9 +289,26 @@ def _volume(ds: Dataset, opt_in: OptIn, settings: Settings) -> dict[str, Any]:
     if settings.mode == "hostpath":
         host_dir = Layout(Path(settings.host_cache_dir)).dataset_dir(ds.url)
         return {"name": ds.volume, "hostPath": {"path": str(host_dir), "type": "DirectoryOrCreate"}}
-    attributes = {"dataset": str(ds.url), "prefetch": opt_in.prefetch}
+    attributes = {"dataset": str(ds.url), "prefetch": opt_in.prefetch, "view": opt_in.view}
     return {
         "name": ds.volume,
+        "csi": {"driver": DRIVER_NAME, "readOnly": True, "volumeAttributes": attributes},
+    }
+
+
+def _status_volume(ds: Dataset, opt_in: OptIn, settings: Settings) -> dict[str, Any]:
+    """The dataset's status directory alone, for the wait container. It registers the
+    dataset like the data volume does (same pod, same prefetch), so whichever kubelet
+    publishes first, the agent knows the dataset and has written its status."""
+    if settings.mode == "hostpath":
+        host_dir = Layout(Path(settings.host_cache_dir)).status_dir(ds.url)
+        return {
+            "name": ds.status_volume,
+            "hostPath": {"path": str(host_dir), "type": "DirectoryOrCreate"},
+        }
+    attributes = {"dataset": str(ds.url), "prefetch": opt_in.prefetch, "view": "status"}
+    return {
+        "name": ds.status_volume,
         "csi": {"driver": DRIVER_NAME, "readOnly": True, "volumeAttributes": attributes},
     }
 

@@ -165,9 +165,7 @@ def test_dataset_volume_is_exactly_the_dataset_and_status_volume_feeds_wait(
         "dog/0001.jpg": 1,
         "dog/deep/0002.png": 1,
     }
-    every = {
-        os.path.relpath(os.path.join(d, f), data) for d, _, fs in os.walk(data) for f in fs
-    }
+    every = {os.path.relpath(os.path.join(d, f), data) for d, _, fs in os.walk(data) for f in fs}
     assert every == set(FILES)
     for name, body in FILES.items():
         assert Path(data, name).read_bytes() == body

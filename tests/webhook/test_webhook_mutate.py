@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from shardcache.store.layout import Layout
+from shardcache.urls import parse_url
 from shardcache_daemonset.podspec import DRIVER_NAME
 from shardcache_daemonset.policy import ALLOW_ALL, parse_policy
 from shardcache_daemonset.webhook.mutate import Settings, mutate
 from shardcache_daemonset.webhook.review import answer
 
 SETTINGS = Settings(image="registry.example/shardcache:test")
-DATASET = {"shardcache.io/dataset": "s3://bucket-a/imagenet/"}
+DATASET_URL = "s3://bucket-a/imagenet/"
+DATASET = {"shardcache.io/dataset": DATASET_URL}
 
 
 def patched(
@@ -42,7 +46,11 @@ def test_single_dataset_gets_a_read_only_csi_volume_in_every_container(kit):
             "csi": {
                 "driver": DRIVER_NAME,
                 "readOnly": True,
-                "volumeAttributes": {"dataset": "s3://bucket-a/imagenet/", "prefetch": "all"},
+                "volumeAttributes": {
+                    "dataset": "s3://bucket-a/imagenet/",
+                    "prefetch": "all",
+                    "view": "read-through",
+                },
             },
         }
     ]
@@ -54,6 +62,7 @@ def test_single_dataset_gets_a_read_only_csi_volume_in_every_container(kit):
         assert env == {
             "SHARDCACHE_DATASET": "s3://bucket-a/imagenet/",
             "SHARDCACHE_DATA_DIR": "/data",
+            "SHARDCACHE_MOUNTS": '{"s3://bucket-a/imagenet/":"/data"}',
         }
     assert "initContainers" not in result["spec"]
     kit.validate_pod(result)
@@ -96,6 +105,10 @@ def test_named_datasets_mount_below_the_mount_path(kit):
     assert env["SHARDCACHE_DATASET_TRAIN"] == "gs://bkt/train/"
     assert env["SHARDCACHE_DATASET_VAL_SET"] == "gs://bkt/val/"
     assert env["SHARDCACHE_DATA_DIR_VAL_SET"] == "/mnt/ds/val-set"
+    assert json.loads(env["SHARDCACHE_MOUNTS"]) == {
+        "gs://bkt/train/": "/mnt/ds/train",
+        "gs://bkt/val/": "/mnt/ds/val-set",
+    }
     kit.validate_pod(result)
 
 
@@ -123,11 +136,28 @@ def test_wait_adds_a_restricted_init_container_first(kit):
         "120",
     ]
     assert init[0]["image"] == "registry.example/shardcache:test"
-    assert {"name": "SHARDCACHE_DATA_DIR", "value": "/data"} in init[0]["env"]
-    assert init[0]["volumeMounts"][0]["mountPath"] == "/data"
+    # the wait step has the dataset's status volume and nothing else: no data, no socket
+    assert {"name": "SHARDCACHE_STATUS_DIR", "value": "/run/shardcache-status"} in init[0]["env"]
+    assert init[0]["volumeMounts"] == [
+        {"name": "status-shardcache-data", "mountPath": "/run/shardcache-status", "readOnly": True}
+    ]
+    assert "SHARDCACHE_MOUNTS" not in {e["name"] for e in init[0]["env"]}
     # The user's init container sees the dataset too.
     assert init[1]["volumeMounts"][0]["name"] == "shardcache-data"
-    assert result["spec"]["volumes"][0]["csi"]["volumeAttributes"]["prefetch"] == "none"
+    assert {"name": "SHARDCACHE_MOUNTS", "value": '{"s3://bucket-a/imagenet/":"/data"}'} in (
+        init[1]["env"]
+    )
+    volumes = {v["name"]: v["csi"] for v in result["spec"]["volumes"]}
+    assert volumes["shardcache-data"]["volumeAttributes"]["prefetch"] == "none"
+    assert volumes["status-shardcache-data"] == {
+        "driver": DRIVER_NAME,
+        "readOnly": True,
+        "volumeAttributes": {
+            "dataset": "s3://bucket-a/imagenet/",
+            "prefetch": "none",
+            "view": "status",
+        },
+    }
     kit.validate_pod(result)
     assert kit.restricted_violations(result) == []
 
@@ -190,6 +220,7 @@ def test_pod_without_the_label_is_untouched(kit):
         ({**DATASET, "shardcache.io/wait": "nan"}, "fraction"),
         ({**DATASET, "shardcache.io/wait": "0.5", "shardcache.io/wait-timeout": "-3"}, "seconds"),
         ({**DATASET, "shardcache.io/prefetch": "some"}, "`all` or `none`"),
+        ({**DATASET, "shardcache.io/view": "fuse"}, "`read-through` (the default) or `bind`"),
         ({**DATASET, "shardcache.io/mount-path": "relative"}, "absolute directory"),
         ({**DATASET, "shardcache.io/mount-path": "/data/../etc"}, "without . or .."),
         ({**DATASET, "shardcache.io/dataset.x": "s3://bkt/y/"}, "not both"),
@@ -220,6 +251,16 @@ def test_hostpath_mode_mounts_the_agent_dir_and_socket(kit):
     assert volumes["shardcache-data"]["hostPath"]["path"] == (
         "/var/lib/shardcache/data/s3/bucket-a/imagenet"
     )
+    # a hostPath shows complete files only, like view: bind: the pod waits for all of it,
+    # reading the agent's status directory for the dataset (beside the data tree)
+    status_dir = Layout(Path("/var/lib/shardcache")).status_dir(parse_url(DATASET_URL))
+    assert volumes["status-shardcache-data"]["hostPath"] == {
+        "path": str(status_dir),
+        "type": "DirectoryOrCreate",
+    }
+    (wait,) = result["spec"]["initContainers"]
+    assert wait["command"][3:5] == ["--fraction", "1"]
+    assert wait["volumeMounts"][0]["name"] == "status-shardcache-data"
     assert volumes["shardcache-agent-socket"]["hostPath"]["path"] == "/run/shardcache"
     env = {e["name"]: e["value"] for e in result["spec"]["containers"][0]["env"]}
     assert env["SHARDCACHE_AGENT_SOCKET"] == "/run/shardcache/agent.sock"
@@ -306,3 +347,99 @@ def test_denial_is_a_well_formed_review(kit):
     assert body["response"]["allowed"] is False
     assert body["response"]["status"]["code"] == 403
     assert "file://" in body["response"]["status"]["message"]
+
+
+# ---- the view, the wait it implies, and the client's SHARDCACHE_MOUNTS ----------------------
+
+
+def test_a_bind_view_waits_for_the_whole_dataset_unless_the_pod_says(kit):
+    pod = kit.make_pod({**DATASET, "shardcache.io/view": "bind"})
+    result = patched(kit, pod)
+    volumes = {v["name"]: v["csi"]["volumeAttributes"] for v in result["spec"]["volumes"]}
+    assert volumes["shardcache-data"]["view"] == "bind"
+    assert volumes["status-shardcache-data"]["view"] == "status"
+    (wait,) = result["spec"]["initContainers"]
+    assert wait["command"][2:] == [DATASET_URL, "--fraction", "1", "--timeout", "600"]
+    kit.validate_pod(result)
+    assert kit.restricted_violations(result) == []
+    assert mutate(result, "team-a", SETTINGS, ALLOW_ALL).patch == ()
+
+    asked = patched(
+        kit, kit.make_pod({**DATASET, "shardcache.io/view": "bind", "shardcache.io/wait": "0.5"})
+    )
+    assert asked["spec"]["initContainers"][0]["command"][3:5] == ["--fraction", "0.5"]
+    never = patched(
+        kit, kit.make_pod({**DATASET, "shardcache.io/view": "bind", "shardcache.io/wait": "0"})
+    )
+    assert "initContainers" not in never["spec"]
+    assert [v["name"] for v in never["spec"]["volumes"]] == ["shardcache-data"]
+
+
+def test_read_through_is_the_default_and_does_not_wait(kit):
+    result = patched(kit, kit.make_pod({**DATASET, "shardcache.io/view": "read-through"}))
+    assert result["spec"]["volumes"][0]["csi"]["volumeAttributes"]["view"] == "read-through"
+    assert "initContainers" not in result["spec"]
+    assert result["spec"] == patched(kit, kit.make_pod(DATASET))["spec"]  # as saying nothing
+
+
+def test_named_datasets_each_get_a_status_volume_and_a_wait_step(kit):
+    pod = kit.make_pod(
+        {
+            "shardcache.io/dataset.train": "s3://bkt/train/",
+            "shardcache.io/dataset.status": "s3://bkt/status/",  # a NAME that says "status"
+            "shardcache.io/wait": "0.9",
+        }
+    )
+    result = patched(kit, pod)
+    names = sorted(v["name"] for v in result["spec"]["volumes"])
+    assert names == [
+        "shardcache-status",
+        "shardcache-train",
+        "status-shardcache-status",
+        "status-shardcache-train",
+    ]
+    init = {c["name"]: c for c in result["spec"]["initContainers"]}
+    assert set(init) == {"shardcache-wait-status", "shardcache-wait-train"}
+    assert init["shardcache-wait-train"]["volumeMounts"][0]["name"] == "status-shardcache-train"
+    kit.validate_pod(result)
+    assert kit.restricted_violations(result) == []
+    assert mutate(result, "team-a", SETTINGS, ALLOW_ALL).patch == ()
+
+
+def test_a_foreign_volume_with_the_status_name_skips_only_the_wait(kit):
+    pod = kit.make_pod(
+        {**DATASET, "shardcache.io/wait": "1"},
+        volumes=[{"name": "status-shardcache-data", "emptyDir": {}}],
+    )
+    outcome = mutate(pod, "team-a", SETTINGS, ALLOW_ALL)
+    assert any("does not wait for" in w for w in outcome.warnings)
+    result = patched(kit, pod)
+    assert "initContainers" not in result["spec"]
+    assert result["spec"]["containers"][0]["volumeMounts"][0]["name"] == "shardcache-data"
+
+
+def test_mounts_name_where_each_container_sees_each_dataset(kit):
+    pod = kit.make_pod(
+        {
+            "shardcache.io/dataset.train": "s3://bkt/train/",
+            "shardcache.io/dataset.val": "s3://bkt/val/",
+        }
+    )
+    train = pod["spec"]["containers"][0]
+    # the user mounts the val volume themselves elsewhere, and something else at /data/train
+    train["volumeMounts"] = [{"name": "shardcache-val", "mountPath": "/elsewhere/val"}]
+    own = {**train, "name": "own", "volumeMounts": [{"name": "x", "mountPath": "/data/train"}]}
+    mine = {**train, "name": "mine", "env": [{"name": "SHARDCACHE_MOUNTS", "value": "{}"}]}
+    pod["spec"]["containers"] += [own, mine]
+    pod["spec"]["volumes"] = [{"name": "x", "emptyDir": {}}]
+    result = patched(kit, pod)
+
+    def mounts(container: dict[str, Any]) -> dict[str, str]:
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        return json.loads(env["SHARDCACHE_MOUNTS"])  # type: ignore[no-any-return]
+
+    first, second, third = result["spec"]["containers"]
+    assert mounts(first) == {"s3://bkt/train/": "/data/train", "s3://bkt/val/": "/elsewhere/val"}
+    assert mounts(second) == {"s3://bkt/val/": "/data/val"}  # not train: /data/train is theirs
+    assert mounts(third) == {}  # the user's own value is left alone
+    kit.validate_pod(result)
