@@ -11,15 +11,22 @@ A miss asks the agent when `SHARDCACHE_AGENT_SOCKET` is set, else runs the engin
 (created on the first miss). When the agent is unreachable the object is read from the store
 directly and a fallback is counted; when the cache is over its budget (`path` is None) it is
 read through, uncached.
+
+In a pod, the datasets named in `SHARDCACHE_MOUNTS` (mounts.py) are served from their mounted
+view and nothing else: an object is opened at its path under the mount (a miss blocks inside
+the read-through view until the node has it), listings walk the mount. No agent, no engine,
+no store, no cache directory is touched for them, whichever view (read-through or bind) the
+volume uses; an object the view does not have is a NotFoundError, never a read from the store.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,6 +39,7 @@ from ..urls import StoreURL, parse_url
 from . import listing
 from .agent_client import AgentClient
 from .facades import InProcessEngine, RemoteStore
+from .mounts import MOUNTS_ENV, Mount, Mounts, parse_mounts
 
 #: bound on memoised url -> path entries (~200 bytes each): a million-object dataset must not
 #: grow the memo without limit; when full it starts over
@@ -50,6 +58,9 @@ class ClientStats:
     fallbacks: int = 0
     #: misses read directly because the cache had no room for the object
     read_through: int = 0
+    #: opens served by a mounted view (SHARDCACHE_MOUNTS); the view counts its own hits and
+    #: misses on the node
+    view_opens: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,10 +72,15 @@ class ClientSettings:
     agent_socket: str | None
     #: False when the cache directory is to be learnt from the agent
     own_cache_dir: bool
+    #: the datasets served from mounted views
+    mounts: Mounts = field(default_factory=Mounts)
 
     def build(self) -> Client:
         return Client(
-            self.config, agent_socket=self.agent_socket or "", own_cache_dir=self.own_cache_dir
+            self.config,
+            agent_socket=self.agent_socket or "",
+            own_cache_dir=self.own_cache_dir,
+            mounts=self.mounts,
         )
 
 
@@ -78,8 +94,10 @@ class Client:
         agent_socket: str | None = None,
         env: Mapping[str, str] | None = None,
         own_cache_dir: bool | None = None,
+        mounts: Mounts | None = None,
     ) -> None:
         env = os.environ if env is None else env
+        self.mounts = parse_mounts(env.get(MOUNTS_ENV)) if mounts is None else mounts
         self.config = config or Config.from_env(env)
         socket = agent_socket if agent_socket is not None else env.get("SHARDCACHE_AGENT_SOCKET")
         self.agent = AgentClient(socket) if socket else None
@@ -87,7 +105,7 @@ class Client:
         if own_cache_dir is None:
             own_cache_dir = config is not None or bool(env.get("SHARDCACHE_CACHE_DIR"))
         own = self.agent is None or own_cache_dir
-        self.settings = ClientSettings(self.config, socket or None, own)
+        self.settings = ClientSettings(self.config, socket or None, own, self.mounts)
         self._cache_root: Path | None = self.config.cache_dir if own else None
         self._store_roots: dict[str, str] = {}
         self._paths: dict[str, str] = {}
@@ -98,7 +116,7 @@ class Client:
     def _reset_after_fork(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._counts = {"hits": 0, "misses": 0, "fallbacks": 0, "read_through": 0}
+        self._counts = {"hits": 0, "misses": 0, "fallbacks": 0, "read_through": 0, "view_opens": 0}
 
     def __enter__(self) -> Client:
         return self
@@ -130,6 +148,9 @@ class Client:
     def local_path(self, url: str) -> Path:
         """Where the dataset directory or the object file of `url` lives (local or not)."""
         parsed = parse_url(url)
+        in_view = self.mounts.path_of(parsed) if self.mounts else None
+        if in_view is not None:
+            return Path(in_view)
         root = self._store_root(parsed)
         if root is None:
             assert self.agent is not None
@@ -145,6 +166,9 @@ class Client:
         path = self._paths.get(url)
         if path is None:
             parsed = parse_url(url)
+            in_view = self.mounts.path_of(parsed) if self.mounts else None
+            if in_view is not None:
+                return in_view
             root = self._store_root(parsed)
             if root is None:
                 return None
@@ -175,6 +199,10 @@ class Client:
     # -- reading ----------------------------------------------------------------------------
     def open(self, url: str) -> BinaryIO:
         """A binary file object with the object's bytes: the local file on a hit."""
+        if self.mounts:
+            found = self.mounts.find(parse_url(url))
+            if found is not None:
+                return self._open_in_view(url, *found)
         path = self.local_file(url)
         if path is not None:
             try:
@@ -187,6 +215,20 @@ class Client:
         self._count("misses")
         got = self._miss(url)
         return io.BytesIO(got) if isinstance(got, bytes) else open(got, "rb")
+
+    def _open_in_view(self, url: str, mount: Mount, inside: str) -> BinaryIO:
+        """The file under the mount; what the view does not have is not read from anywhere
+        else (no credentials, no second copy)."""
+        _checked(parse_url(url))
+        try:
+            f = open(os.path.join(mount.path, inside), "rb")  # noqa: SIM115 - caller closes
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+            raise NotFoundError(
+                f"{url}: no such object in {mount.dataset}, mounted at {mount.path} "
+                f"({e.strerror})"
+            ) from e
+        self._count("view_opens")
+        return f
 
     def cat(self, url: str) -> bytes:
         with self.open(url) as f:
@@ -230,7 +272,11 @@ class Client:
 
     # -- listing ----------------------------------------------------------------------------
     def entries(self, url: StoreURL, start: str) -> list[listing.Entry]:
-        """Objects whose key starts with `start`: from a known manifest, else the store."""
+        """Objects whose key starts with `start`: from a mounted view, a known manifest, else
+        the store."""
+        found = self.mounts.find(url.child(start)) if self.mounts else None
+        if found is not None:
+            return [e for e in _walk_view(*found) if e.key.startswith(start)]
         cache = self._cache_dir(url)
         if cache is not None:
             known = known_entries(Layout(cache).index_path, url.store, start)
@@ -242,6 +288,9 @@ class Client:
     def ls(self, url: str) -> list[dict[str, Any]]:
         parsed = parse_url(url)
         prefix = listing.as_prefix(parsed.path)
+        in_view = self.mounts.path_of(parsed) if self.mounts else None
+        if in_view is not None and os.path.isdir(in_view):
+            return _list_view_dir(parsed.bucket, prefix, in_view)
         found = listing.children(parsed.bucket, prefix, self.entries(parsed, prefix))
         if found:
             return found
@@ -250,6 +299,9 @@ class Client:
     def info(self, url: str) -> dict[str, Any]:
         parsed = parse_url(url)
         key = parsed.path.strip("/")
+        in_view = self.mounts.path_of(parsed) if self.mounts else None
+        if in_view is not None:
+            return _view_info(url, parsed.bucket, key, in_view)
         if not key:
             return listing.dir_info(parsed.bucket, "")
         local = self.local_file(str(parsed.child(key))) if keymap.check_key(key) is None else None
@@ -275,6 +327,43 @@ class Client:
             if info["type"] == "file":
                 return {str(info["name"]): info}
         return out
+
+
+def _walk_view(mount: Mount, inside: str) -> list[listing.Entry]:
+    """Every file below `inside` of a mounted view, as (key, size). The read-through view
+    answers from the dataset's manifest (no fetch); a bind view shows what is local."""
+    top = os.path.join(mount.path, inside) if inside else mount.path
+    base = mount.dataset.prefix
+    out = []
+    for dirpath, _, filenames in os.walk(top):
+        rel = os.path.relpath(dirpath, mount.path)
+        for name in filenames:
+            key = base + (name if rel == "." else f"{rel}/{name}")
+            out.append(listing.Entry(key, os.stat(os.path.join(dirpath, name)).st_size))
+    return out
+
+
+def _list_view_dir(bucket: str, prefix: str, path: str) -> list[dict[str, Any]]:
+    """`ls` of one directory of a mounted view: its entries, not the whole tree below."""
+    out = []
+    with os.scandir(path) as it:
+        for e in it:
+            key = prefix + e.name
+            if e.is_dir():
+                out.append(listing.dir_info(bucket, key))
+            else:
+                out.append(listing.file_info(bucket, listing.Entry(key, e.stat().st_size)))
+    return sorted(out, key=lambda i: str(i["name"]))
+
+
+def _view_info(url: str, bucket: str, key: str, path: str) -> dict[str, Any]:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise NotFoundError(f"{url}: no such object or directory at {path}") from e
+    if stat.S_ISDIR(st.st_mode):
+        return listing.dir_info(bucket, key)
+    return listing.file_info(bucket, listing.Entry(key, st.st_size))
 
 
 def _checked(url: StoreURL) -> str:

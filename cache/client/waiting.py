@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from ..errors import NotFoundError, WaitTimeoutError
+from ..errors import ConfigError, NotFoundError, WaitTimeoutError
 from ..status import DatasetState, DatasetStatus
 from ..urls import StoreURL, parse_url
 from ..waitloop import Decision, Look, poll
@@ -26,7 +26,12 @@ def owner_name() -> str:
 
 
 def prefetch(client: Client, url: str) -> Path:
-    """Download the dataset (or what fits) and return its local directory."""
+    """Download the dataset (or what fits) and return its local directory; a dataset
+    mounted in this pod is the node's to fetch (the pod's annotations said how), and its
+    mount is its local directory."""
+    in_view = client.mounts.path_of(parse_url(url)) if client.mounts else None
+    if in_view is not None:
+        return Path(in_view)
     ds = parse_url(url).as_dataset()
     if client.agent is None:
         return client.engine.prefetch(ds).local_dir
@@ -43,6 +48,14 @@ def prefetch(client: Client, url: str) -> Path:
 def wait_until_local(client: Client, url: str, fraction: float, timeout_s: float) -> float:
     """Block until `fraction` of the dataset's bytes are local; start its prefetch if needed.
     Raises WaitTimeoutError when less became local in time, or the prefetch ended short."""
+    in_view = client.mounts.path_of(parse_url(url)) if client.mounts else None
+    if in_view is not None:
+        # the pod has neither the agent's socket nor the status: waiting is the wait step's
+        raise ConfigError(
+            f"{url} is mounted in this pod at {in_view}; to hold the pod until part of it is "
+            "local, annotate it with shardcache.io/wait (the read-through view serves every "
+            "object meanwhile, fetching a missing one when it is opened)"
+        )
     ds = parse_url(url).as_dataset()
     if client.agent is None:
         return _wait_in_process(client, ds, fraction, timeout_s)
