@@ -109,6 +109,7 @@ class Client:
         self._cache_root: Path | None = self.config.cache_dir if own else None
         self._store_roots: dict[str, str] = {}
         self._paths: dict[str, str] = {}
+        self._view_paths: dict[str, str] = {}
         self._engine: InProcessEngine | None = None
         self._remote: RemoteStore | None = None
         self._reset_after_fork()
@@ -200,9 +201,9 @@ class Client:
     def open(self, url: str) -> BinaryIO:
         """A binary file object with the object's bytes: the local file on a hit."""
         if self.mounts:
-            found = self.mounts.find(parse_url(url))
-            if found is not None:
-                return self._open_in_view(url, *found)
+            in_view = self._view_path(url)
+            if in_view:
+                return self._open_in_view(url, in_view)
         path = self.local_file(url)
         if path is not None:
             try:
@@ -216,17 +217,25 @@ class Client:
         got = self._miss(url)
         return io.BytesIO(got) if isinstance(got, bytes) else open(got, "rb")
 
-    def _open_in_view(self, url: str, mount: Mount, inside: str) -> BinaryIO:
+    def _view_path(self, url: str) -> str:
+        """The path of `url` under its mount, "" when no mount holds it. Memoised like
+        `local_file`: parsing the URL would cost more than reading a small cached file."""
+        path = self._view_paths.get(url)
+        if path is None:
+            if len(self._view_paths) >= _MAX_MEMO:
+                self._view_paths.clear()
+            path = self._view_paths[url] = self.mounts.path_of(parse_url(url)) or ""
+        return path
+
+    def _open_in_view(self, url: str, path: str) -> BinaryIO:
         """The file under the mount; what the view does not have is not read from anywhere
         else (no credentials, no second copy)."""
-        _checked(parse_url(url))
         try:
-            f = open(os.path.join(mount.path, inside), "rb")  # noqa: SIM115 - caller closes
+            f = open(path, "rb")  # noqa: SIM115 - the caller closes it
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
-            raise NotFoundError(
-                f"{url}: no such object in {mount.dataset}, mounted at {mount.path} "
-                f"({e.strerror})"
-            ) from e
+            found = self.mounts.find(parse_url(url))
+            where = f" in {found[0].dataset}, mounted at {found[0].path}" if found else ""
+            raise NotFoundError(f"{url}: no such object{where} ({e.strerror}: {path})") from e
         self._count("view_opens")
         return f
 
