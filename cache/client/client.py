@@ -164,12 +164,11 @@ class Client:
         """The mirrored path of an object (None if the cache root is unknown right now).
 
         Memoised: the hit path of a warm epoch is then a dict look-up and an `open()`."""
+        if self.mounts and (in_view := self._view_path(url)):
+            return in_view
         path = self._paths.get(url)
         if path is None:
             parsed = parse_url(url)
-            in_view = self.mounts.path_of(parsed) if self.mounts else None
-            if in_view is not None:
-                return in_view
             root = self._store_root(parsed)
             if root is None:
                 return None

@@ -2,12 +2,12 @@
 
 Pure and total: no I/O, no clock, never raises on odd input. Idempotence comes from
 deterministic names — volume `shardcache-data` (or `shardcache-NAME`), its status volume
-`status-shardcache-data` (or `status-shardcache-NAME`: no prefix inside `shardcache-*` could
-never clash with some dataset NAME), init container `shardcache-wait[-NAME]` — and from adding
-only what is missing, so a re-invocation
-(`reinvocationPolicy: IfNeeded`) or a re-sent review yields an empty patch. Anything the user
-wrote themselves (a volume of the same name, a mount at the same path, an env var) is left
-alone, with a warning where it means the dataset is not mounted.
+`status-shardcache-data` (or `status-shardcache-NAME`: any name of the form `shardcache-*`
+could clash with some dataset NAME), init container `shardcache-wait[-NAME]` — and from adding
+only what is missing, so a re-invocation (`reinvocationPolicy: IfNeeded`) or a re-sent review
+yields an empty patch. Anything the user wrote themselves (a volume of the same name, a mount
+at the same path, an env var) is left alone, with a warning where it means the dataset is not
+mounted.
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def _wait_container(ds: Dataset, opt_in: OptIn, settings: Settings) -> dict[str,
         ],
         # `shardcache wait` reads the status file the agent keeps for the dataset, in its own
         # volume (SHARDCACHE_STATUS_DIR/status.json): no socket, no network, no privilege, and
-        # no dataset, which needs no waiting on to be mounted
+        # no dataset volume (waiting needs none)
         "env": [
             {"name": "SHARDCACHE_STATUS_DIR", "value": STATUS_MOUNT_PATH},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
