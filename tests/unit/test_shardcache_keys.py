@@ -37,6 +37,16 @@ def test_status_dirs_are_flat_per_dataset_and_outside_the_data_tree(tmp_path: Pa
     assert len(layout.status_dir(long).name) == 32
 
 
+@pytest.mark.parametrize("url", ["s3://bkt/a/b/", "s3://bkt/", "gs://data/data/"])
+def test_the_cache_is_found_from_a_dataset_directory(tmp_path: Path, url: str) -> None:
+    """How the CSI plugin finds the status directory beside the local_dir the agent names."""
+    layout, ds = Layout(tmp_path / "cache"), parse_url(url)
+    found = Layout.of_dataset_dir(layout.dataset_dir(ds), ds)
+    assert found is not None and found.status_dir(ds) == layout.status_dir(ds)
+    assert Layout.of_dataset_dir(tmp_path / "elsewhere" / "b", ds) is None
+    assert Layout.of_dataset_dir(layout.dataset_dir(parse_url("s3://bkt/other/")), ds) is None
+
+
 @pytest.mark.parametrize("url", [URL, None])  # one dataset's walk, and the full scan
 def test_shardcache_keys_are_served_and_leftovers_are_strays(
     tmp_path: Path, url: str | None
