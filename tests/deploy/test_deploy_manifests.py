@@ -198,7 +198,11 @@ def test_node_daemonset(rendered):
         "/run/shardcache/agent.sock",
         "--metrics-port",
         "9400",
+        "--metrics-host",
+        "$(POD_IP)",
     ]
+    agent_env = {e["name"]: e for e in agent["env"]}
+    assert agent_env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert agent["readinessProbe"] and agent["livenessProbe"]
     assert csi["command"] == [
         "shardcache-csi",

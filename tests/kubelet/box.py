@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import trustme
 import yaml
 
 from . import probes
 from .podspec import ContainerPlan, Image, PodFacts, plan
+from .render import write_self_signed_files
 from .runtime import Container, FakeNode, PodSandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,15 +69,6 @@ def images() -> dict[str, Image]:
 
 def image_of(name: str) -> Image:
     return images()[name.rsplit(":", 1)[0]]
-
-
-def write_self_signed_files(directory: Path) -> None:
-    """What generate-certs.sh writes (a CA and a serving certificate signed by it)."""
-    ca = trustme.CA()
-    leaf = ca.issue_cert("shardcache-webhook.shardcache-system.svc")
-    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
-    leaf.cert_chain_pems[0].write_to_path(str(directory / "tls.crt"))
-    leaf.private_key_pem.write_to_path(str(directory / "tls.key"))
 
 
 def harness_overlay(work: Path) -> Path:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import trustme
 import yaml
 
 #: kustomize on a few files takes well under a second; a slow disk gets a generous bound
@@ -52,3 +53,13 @@ def by_kind(
 def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     (found,) = by_kind(objects, kind, name)
     return found
+
+
+def write_self_signed_files(directory: Path) -> None:
+    """What overlays/self-signed/generate-certs.sh writes: a CA and a serving certificate
+    signed by it (trustme, in process: no openssl run per test session)."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("shardcache-webhook.shardcache-system.svc")
+    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    leaf.cert_chain_pems[0].write_to_path(str(directory / "tls.crt"))
+    leaf.private_key_pem.write_to_path(str(directory / "tls.key"))

@@ -38,12 +38,6 @@ NAMESPACE = "shardcache-system"
 #: the registrar stand-in announces itself once the plugin answers; bound for a busy machine
 REGISTER_TIMEOUT_S = 60.0
 POD_EXIT_TIMEOUT_S = 120.0
-#: the two bugs of issue 12 that this harness was written to catch; removed with the fixes
-KNOWN_BUGS = pytest.mark.xfail(
-    strict=True,
-    reason="issue 12: the csi container has no volume for /var/lib/shardcache-csi (EROFS), "
-    "and the agent serves its probes on 127.0.0.1 while the kubelet probes the pod IP",
-)
 READER = """
 import hashlib, json, os
 root = os.environ["SHARDCACHE_DATA_DIR"]
@@ -124,7 +118,6 @@ def test_every_container_of_both_pods_is_started(kbox: Box) -> None:
     assert names == {"agent", "csi", "node-driver-registrar", "liveness-probe", "webhook"}
 
 
-@KNOWN_BUGS
 def test_every_container_keeps_running(kbox: Box) -> None:
     stopped = [
         n
@@ -135,7 +128,6 @@ def test_every_container_keeps_running(kbox: Box) -> None:
     assert not stopped, kbox.logs()
 
 
-@KNOWN_BUGS
 def test_every_probe_passes_as_the_kubelet_runs_it(kbox: Box) -> None:
     failed = {k: o.detail for k, o in kbox.outcomes.items() if not o.ok}
     assert not failed, f"{failed}\n{kbox.logs()}"
@@ -209,7 +201,6 @@ def training(kbox: Box) -> Iterator[dict[str, Any]]:
         csi.close()
 
 
-@KNOWN_BUGS
 def test_the_plugin_registers_through_the_registrar_socket(kbox: Box, training: dict) -> None:
     plugin = training["plugin"]
     assert plugin.driver == "csi.shardcache.io"
@@ -218,7 +209,6 @@ def test_the_plugin_registers_through_the_registrar_socket(kbox: Box, training: 
     assert training["node_id"] == kbox.node.name  # --node-id $(NODE_NAME) from spec.nodeName
 
 
-@KNOWN_BUGS
 def test_a_non_root_training_pod_reads_the_published_dataset(training: dict) -> None:
     report = training["report"]
     expected = {k: hashlib.sha256(v).hexdigest() for k, v in DATASET.items()}
@@ -230,7 +220,6 @@ def test_a_non_root_training_pod_reads_the_published_dataset(training: dict) -> 
     assert training["plan"].read_only_root
 
 
-@KNOWN_BUGS
 def test_the_webhook_added_a_csi_volume_with_pod_info(training: dict) -> None:
     (volume,) = [v for v in training["mutated"]["spec"]["volumes"] if "csi" in v]
     assert volume["csi"]["driver"] == "csi.shardcache.io"
