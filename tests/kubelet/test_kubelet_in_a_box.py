@@ -141,22 +141,33 @@ def test_every_probe_passes_as_the_kubelet_runs_it(kbox: Box) -> None:
     assert declared == set(kbox.outcomes)
 
 
-def test_only_declared_volumes_are_seen_and_the_root_is_read_only(kbox: Box) -> None:
-    agent = kbox.node_pod.containers["agent"]
-    probe = [
+def in_container(container, command: str) -> str:
+    argv = [
         "nsenter",
-        f"--target={agent.proc.pid}",
+        f"--target={container.proc.pid}",
         "--mount",
         "--root",
         "--",
         "sh",
         "-c",
-        "touch /probe-write 2>&1; ls /var/lib/kubelet 2>&1; ls /run/shardcache",
+        command,
     ]
-    out = subprocess.run(probe, capture_output=True, text=True, timeout=30, check=False).stdout
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
+
+
+def test_only_declared_volumes_are_seen_and_the_root_is_read_only(kbox: Box) -> None:
+    agent = kbox.node_pod.containers["agent"]
+    out = in_container(agent, "touch /w 2>&1; ls /var/lib/kubelet 2>&1; ls /run/shardcache")
     assert "Read-only file system" in out
     assert "No such file or directory" in out  # the agent does not mount the kubelet's dir
     assert "agent.sock" in out
+
+
+@pytest.mark.parametrize("name", ["agent", "csi", "node-driver-registrar", "liveness-probe"])
+def test_only_the_agent_has_a_service_account_token(kbox: Box, name: str) -> None:
+    container = kbox.node_pod.containers[name]
+    listing = in_container(container, f"ls {TOKEN_DIR} 2>/dev/null | sort | tr '\\n' ' '")
+    assert listing == ("ca.crt namespace token " if name == "agent" else "")
 
 
 def sample_pod() -> dict[str, Any]:
