@@ -114,6 +114,7 @@ def harness_overlay(work: Path) -> Path:
 
 
 def cluster_objects(rendered: list[dict[str, Any]], ca_pem: str) -> list[dict[str, Any]]:
+    """`ca_pem`: the cluster CA, which signs the API server's certificate."""
     """The rendered objects plus what the control plane puts in every namespace."""
     extra = [
         {
@@ -154,11 +155,16 @@ def new_pod(node: FakeNode, pod: dict[str, Any]) -> RunningPod:
 
 
 def start_containers(
-    node: FakeNode, running: RunningPod, objects: list[dict[str, Any]], kind: str = "containers"
+    node: FakeNode,
+    running: RunningPod,
+    objects: list[dict[str, Any]],
+    kind: str = "containers",
+    service_env: dict[str, str] | None = None,
 ) -> list[Container]:
     started = []
     for spec in running.pod["spec"].get(kind) or []:
-        p = plan(spec, running.pod, running.facts, objects, image_of(spec["image"]))
+        image = image_of(spec["image"])
+        p = plan(spec, running.pod, running.facts, objects, image, service_env=service_env)
         container = node.start(running.sandbox, p, image_dirs())
         running.containers[spec["name"]] = container
         started.append(container)

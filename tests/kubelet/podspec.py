@@ -164,10 +164,16 @@ def _data(objects: Sequence[Obj], kind: str, namespace: str, name: str) -> dict[
 
 
 def environment(
-    container: Obj, pod: Obj, facts: PodFacts, objects: Sequence[Obj], image: Image
+    container: Obj,
+    pod: Obj,
+    facts: PodFacts,
+    objects: Sequence[Obj],
+    image: Image,
+    service_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """envFrom first, then env in order, each value expanded against what came before."""
-    env = dict(image.env)
+    """The image's environment, the Services' variables, then envFrom, then env in order,
+    each value expanded against what came before."""
+    env = dict(image.env) | dict(service_env or {})
     for source in container.get("envFrom") or []:
         kind, ref = (
             ("Secret", source["secretRef"])
@@ -427,8 +433,10 @@ def plan(
     objects: Sequence[Obj],
     image: Image,
     pods_dir: str = "/var/lib/kubelet/pods",
+    service_env: Mapping[str, str] | None = None,
 ) -> ContainerPlan:
-    env = environment(container, pod, facts, objects, image)
+    """`service_env`: what the kubelet adds for Services (at least `kubernetes`)."""
+    env = environment(container, pod, facts, objects, image, service_env)
     command = container.get("command")
     args = container.get("args")
     argv = [*(image.entrypoint if command is None else command), *(args or [])]

@@ -6,7 +6,6 @@ the real webhook mutated serves the dataset to that pod's non-root process."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -19,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 
 from . import admission, box
+from .apiserver import PodNetworkApiServer
 from .csi_kubelet import CsiNode, register, wait_for_registration_socket
-from .podspec import TOKEN_DIR
-from .probes import Outcome
+from .podspec import TOKEN_DIR, Probe, token_for
+from .probes import Outcome, run_once
 from .render import one, render
 from .runtime import FakeNode
 
@@ -38,6 +39,8 @@ NAMESPACE = "shardcache-system"
 #: the registrar stand-in announces itself once the plugin answers; bound for a busy machine
 REGISTER_TIMEOUT_S = 60.0
 POD_EXIT_TIMEOUT_S = 120.0
+#: the watcher imports the kubernetes client before its first request: seconds on a busy box
+WATCHER_TIMEOUT_S = 60.0
 READER = """
 import hashlib, json, os
 root = os.environ["SHARDCACHE_DATA_DIR"]
@@ -65,6 +68,7 @@ class Box:
     node_pod: box.RunningPod
     webhook_pod: box.RunningPod
     outcomes: dict[tuple[str, str], Outcome]
+    api: PodNetworkApiServer
 
     def logs(self) -> str:
         pods = (self.node_pod, self.webhook_pod)
@@ -80,11 +84,11 @@ def kbox() -> Iterator[Box]:
     # short paths: unix sockets below the fake node must fit in 108 bytes
     work = Path(tempfile.mkdtemp(prefix="sck-", dir="/tmp"))
     node = FakeNode(work / "node")
-    moto = None
+    moto = api = None
     try:
         rendered = render(box.harness_overlay(work))
-        secret = one(rendered, "Secret", "shardcache-webhook-tls")
-        objects = box.cluster_objects(rendered, base64.b64decode(secret["data"]["ca.crt"]).decode())
+        cluster_ca = trustme.CA()
+        objects = box.cluster_objects(rendered, cluster_ca.cert_pem.bytes().decode())
         daemonset = one(rendered, "DaemonSet", "shardcache-node")
         node_pod = box.new_pod(
             node,
@@ -94,7 +98,10 @@ def kbox() -> Iterator[Box]:
         )
         moto = box.start_moto(node, node_pod.sandbox, work / "moto.log")
         box.seed(f"http://{node_pod.sandbox.pod_ip}:{box.MOTO_PORT}", DATASET)
-        box.start_containers(node, node_pod, objects)
+        api = PodNetworkApiServer(node_pod.sandbox.netns, cluster_ca)
+        api.start()
+        services = api.service_env()
+        box.start_containers(node, node_pod, objects, service_env=services)
         deployment = one(rendered, "Deployment", "shardcache-webhook")
         webhook_pod = box.new_pod(
             node,
@@ -102,10 +109,12 @@ def kbox() -> Iterator[Box]:
                 deployment["spec"]["template"], "shardcache-webhook-5d9c-q2w4e", NAMESPACE
             ),
         )
-        box.start_containers(node, webhook_pod, objects)
+        box.start_containers(node, webhook_pod, objects, service_env=services)
         outcomes = box.wait_probes(node_pod) | box.wait_probes(webhook_pod)
-        yield Box(node, rendered, objects, node_pod, webhook_pod, outcomes)
+        yield Box(node, rendered, objects, node_pod, webhook_pod, outcomes, api)
     finally:
+        if api is not None:
+            api.stop()
         if moto is not None:
             moto.kill()
             moto.wait(10)
@@ -191,12 +200,20 @@ def training(kbox: Box) -> Iterator[dict[str, Any]]:
     config = one(kbox.rendered, "MutatingWebhookConfiguration", "shardcache-webhook")
     mutated = admission.mutate(config, kbox.webhook_pod.sandbox.pod_ip, 8443, sample_pod())
     pod = box.new_pod(kbox.node, mutated)
+    # scheduled and running, as the agent's pod watcher sees it in the API
+    listed = mutated | {
+        "spec": mutated["spec"] | {"nodeName": kbox.node.name},
+        "status": {"phase": "Running"},
+    }
+    listed["metadata"] = mutated["metadata"] | {"uid": pod.facts.uid}
+    kbox.api.fake.add(listed)
     volumes = [v for v in mutated["spec"]["volumes"] if "csi" in v]
     try:
         targets = [csi.publish(v, mutated, pod.facts) for v in volumes]
-        for init in box.start_containers(kbox.node, pod, kbox.objects, "initContainers"):
+        services = kbox.api.service_env()
+        for init in box.start_containers(kbox.node, pod, kbox.objects, "initContainers", services):
             assert init.wait(POD_EXIT_TIMEOUT_S) == 0, init.log_tail()
-        (main,) = box.start_containers(kbox.node, pod, kbox.objects)
+        (main,) = box.start_containers(kbox.node, pod, kbox.objects, service_env=services)
         assert main.wait(POD_EXIT_TIMEOUT_S) == 0, main.log_tail()
         yield {
             "plugin": plugin,
@@ -237,3 +254,23 @@ def test_the_webhook_added_a_csi_volume_with_pod_info(training: dict) -> None:
     assert volume["csi"]["volumeAttributes"]["dataset"] == f"s3://{box.BUCKET}/{box.PREFIX}"
     assert all(t.endswith("/mount") for t in training["targets"])
     assert TOKEN_DIR not in {m.target for m in training["plan"].mounts}
+
+
+def test_the_agent_watches_pods_with_the_token_the_kubelet_mounted(kbox: Box, training) -> None:
+    """In cluster mode (the kubelet's KUBERNETES_SERVICE_* variables), the agent's pod
+    watcher reaches the API server with the projected token and CA of its own volume."""
+    expected = "bearer " + token_for("shardcache-agent", kbox.node_pod.facts).decode()
+    seen = kbox.api.wait_requests(WATCHER_TIMEOUT_S)
+    assert seen and {s.lower() for s in seen} == {expected}, kbox.logs()
+    assert kbox.api.fake.count("list") >= 1
+
+
+def test_exec_probes_run_inside_the_container(kbox: Box) -> None:
+    """No manifest uses an exec probe today; the harness runs one as the kubelet would, so a
+    manifest that adds one is checked too."""
+    agent = kbox.node_pod.containers["agent"]
+    ip = kbox.node_pod.sandbox.pod_ip
+    assert run_once(
+        Probe("exec", command=("test", "-S", "/run/shardcache/agent.sock")), ip, agent
+    ).ok
+    assert not run_once(Probe("exec", command=("test", "-e", "/var/lib/kubelet")), ip, agent).ok
