@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 from shardcache_csi.proto import csi_pb2, csi_pb2_grpc
 
-from .podspec import PodFacts
+from .kubeobj import PodFacts
 from .proto import pluginregistration_pb2 as reg_pb2
 from .proto import pluginregistration_pb2_grpc as reg_grpc
 from .runtime import FakeNode

@@ -13,108 +13,43 @@ the service-account token volume, configMap/secret volumes always read-only).
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-Obj = dict[str, Any]
-TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-#: capabilities a container runtime grants by default (containerd, CRI-O), before drop/add
-DEFAULT_CAPS = (
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FSETID",
-    "FOWNER",
-    "MKNOD",
-    "NET_RAW",
-    "SETGID",
-    "SETUID",
-    "SETFCAP",
-    "SETPCAP",
-    "NET_BIND_SERVICE",
-    "SYS_CHROOT",
-    "KILL",
-    "AUDIT_WRITE",
+from .kubeobj import (
+    DEFAULT_CAPS,
+    TOKEN_DIR,
+    ContainerPlan,
+    Identity,
+    Image,
+    Mount,
+    Obj,
+    PodFacts,
+    Probe,
+    SpecError,
+    field_ref,
+    object_data,
 )
+from .volumes import automount_token, mounts_of, token_for
 
-
-class SpecError(ValueError):
-    """The kubelet would refuse to start this container (CreateContainerConfigError)."""
-
-
-@dataclass(frozen=True)
-class PodFacts:
-    name: str
-    namespace: str
-    uid: str
-    node_name: str
-    pod_ip: str
-    host_ip: str
-
-
-@dataclass(frozen=True)
-class Image:
-    """What the harness knows of an image: its entrypoint, environment and user."""
-
-    entrypoint: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]
-    uid: int
-    gid: int
-
-
-@dataclass(frozen=True)
-class Mount:
-    target: str
-    #: "host": bind `source` (a path on the node); "files": bind a directory the kubelet
-    #: writes (`files` holds its content); "csi": bind the volume's publish target
-    kind: str
-    source: str
-    read_only: bool
-    propagation: str = "None"
-    files: tuple[tuple[str, bytes, int], ...] = ()
-    host_type: str = ""
-
-
-@dataclass(frozen=True)
-class Identity:
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-    no_new_privs: bool
-    privileged: bool
-    caps: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Probe:
-    kind: str  # httpGet | tcpSocket | exec | grpc
-    port: int = 0
-    path: str = "/"
-    scheme: str = "HTTP"
-    host: str = ""
-    headers: tuple[tuple[str, str], ...] = ()
-    command: tuple[str, ...] = ()
-    service: str = ""
-    initial_delay_s: int = 0
-    period_s: int = 10
-    timeout_s: int = 1
-    failure_threshold: int = 3
-
-
-@dataclass(frozen=True)
-class ContainerPlan:
-    name: str
-    image: str
-    argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]
-    mounts: tuple[Mount, ...]
-    identity: Identity
-    read_only_root: bool
-    working_dir: str
-    probes: Mapping[str, Probe] = field(default_factory=dict)
-
+__all__ = [
+    "TOKEN_DIR",
+    "ContainerPlan",
+    "Identity",
+    "Image",
+    "Mount",
+    "PodFacts",
+    "Probe",
+    "SpecError",
+    "automount_token",
+    "environment",
+    "expand",
+    "identity",
+    "plan",
+    "probe",
+    "token_for",
+]
 
 # --- environment ---------------------------------------------------------------------------
 
@@ -130,37 +65,6 @@ def expand(text: str, env: Mapping[str, str]) -> str:
         return env.get(m.group(1), m.group(0))
 
     return _REF.sub(one, text)
-
-
-def field_ref(path: str, pod: Obj, facts: PodFacts) -> str:
-    simple = {
-        "metadata.name": facts.name,
-        "metadata.namespace": facts.namespace,
-        "metadata.uid": facts.uid,
-        "spec.nodeName": facts.node_name,
-        "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
-        "status.podIP": facts.pod_ip,
-        "status.podIPs": facts.pod_ip,
-        "status.hostIP": facts.host_ip,
-    }
-    if path in simple:
-        return simple[path]
-    m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
-    if m:
-        return str(pod["metadata"].get(m.group(1), {}).get(m.group(2), ""))
-    raise SpecError(f"fieldRef {path!r} is not one the downward API offers")
-
-
-def _data(objects: Sequence[Obj], kind: str, namespace: str, name: str) -> dict[str, bytes]:
-    for o in objects:
-        meta = o["metadata"]
-        if o["kind"] == kind and meta["name"] == name and meta.get("namespace") == namespace:
-            if kind == "Secret":
-                return {k: base64.b64decode(v) for k, v in (o.get("data") or {}).items()} | {
-                    k: v.encode() for k, v in (o.get("stringData") or {}).items()
-                }
-            return {k: v.encode() for k, v in (o.get("data") or {}).items()}
-    raise SpecError(f"{kind} {namespace}/{name} not found")
 
 
 def environment(
@@ -181,7 +85,7 @@ def environment(
             else ("ConfigMap", source["configMapRef"])
         )
         prefix = source.get("prefix", "")
-        data = _data(objects, kind, facts.namespace, ref["name"])
+        data = object_data(objects, kind, facts.namespace, ref["name"])
         env |= {prefix + k: v.decode() for k, v in data.items()}
     for item in container.get("env") or []:
         env[item["name"]] = _env_value(item, env, pod, facts, objects)
@@ -199,7 +103,7 @@ def _env_value(
     for key, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
         if key in source:
             ref = source[key]
-            return _data(objects, kind, facts.namespace, ref["name"])[ref["key"]].decode()
+            return object_data(objects, kind, facts.namespace, ref["name"])[ref["key"]].decode()
     raise SpecError(f"env {item['name']}: valueFrom {sorted(source)} is not implemented")
 
 
@@ -237,148 +141,6 @@ def _caps(spec: Obj, privileged: bool) -> tuple[str, ...]:
     caps = [] if "ALL" in dropped else [c for c in DEFAULT_CAPS if c not in dropped]
     caps += [c.upper().removeprefix("CAP_") for c in spec.get("add") or []]
     return tuple(dict.fromkeys(caps))
-
-
-# --- volumes -------------------------------------------------------------------------------
-
-
-def automount_token(pod: Obj, objects: Sequence[Obj], namespace: str) -> bool:
-    """The pod's field wins over its ServiceAccount's; both absent: the token is mounted."""
-    if "automountServiceAccountToken" in pod["spec"]:
-        return bool(pod["spec"]["automountServiceAccountToken"])
-    name = pod["spec"].get("serviceAccountName", "default")
-    for o in objects:
-        if (
-            o["kind"] == "ServiceAccount"
-            and o["metadata"]["name"] == name
-            and (o["metadata"].get("namespace") == namespace)
-        ):
-            return bool(o.get("automountServiceAccountToken", True))
-    return True
-
-
-def token_for(service_account: str, facts: PodFacts, audience: str = "") -> bytes:
-    """A stand-in for a token the API server would issue: nothing here can verify one."""
-    return f"harness-token:{facts.namespace}:{service_account}:{audience or 'api'}".encode()
-
-
-def _projected_files(
-    sources: Sequence[Obj], pod: Obj, facts: PodFacts, objects: Sequence[Obj]
-) -> list[tuple[str, bytes]]:
-    files: list[tuple[str, bytes]] = []
-    account = pod["spec"].get("serviceAccountName", "default")
-    for source in sources:
-        if "serviceAccountToken" in source:
-            token = source["serviceAccountToken"]
-            files.append((token["path"], token_for(account, facts, token.get("audience", ""))))
-        elif "downwardAPI" in source:
-            for item in source["downwardAPI"]["items"]:
-                value = field_ref(item["fieldRef"]["fieldPath"], pod, facts)
-                files.append((item["path"], value.encode()))
-        else:
-            kind = "Secret" if "secret" in source else "ConfigMap"
-            files += _keyed_files(
-                source["secret" if kind == "Secret" else "configMap"], kind, facts, objects
-            )
-    return files
-
-
-def _keyed_files(
-    ref: Obj, kind: str, facts: PodFacts, objects: Sequence[Obj]
-) -> list[tuple[str, bytes]]:
-    name = ref.get("name") or ref.get("secretName")
-    data = _data(objects, kind, facts.namespace, name)
-    if ref.get("items"):
-        return [(item["path"], data[item["key"]]) for item in ref["items"]]
-    return sorted(data.items())
-
-
-def volume_mount(
-    volume: Obj, mount: Obj, pod: Obj, facts: PodFacts, objects: Sequence[Obj], pods_dir: str
-) -> Mount:
-    """One volumeMount of a container: where its content comes from and how it is bound."""
-    target = mount["mountPath"]
-    read_only = bool(mount.get("readOnly"))
-    propagation = mount.get("mountPropagation", "None")
-    name = volume["name"]
-    if "hostPath" in volume:
-        host = volume["hostPath"]
-        return Mount(
-            target, "host", host["path"], read_only, propagation, host_type=host.get("type", "")
-        )
-    if "emptyDir" in volume:
-        source = f"{pods_dir}/{facts.uid}/volumes/kubernetes.io~empty-dir/{name}"
-        return Mount(target, "host", source, read_only, propagation, host_type="EmptyDir")
-    if "csi" in volume:
-        source = f"{pods_dir}/{facts.uid}/volumes/kubernetes.io~csi/{name}/mount"
-        return Mount(target, "csi", source, read_only, propagation)
-    if "projected" in volume:
-        files = _projected_files(volume["projected"]["sources"], pod, facts, objects)
-        mode = volume["projected"].get("defaultMode", 0o644)
-    elif "secret" in volume:
-        files = _keyed_files(volume["secret"], "Secret", facts, objects)
-        mode = volume["secret"].get("defaultMode", 0o644)
-    elif "configMap" in volume:
-        files = _keyed_files(volume["configMap"], "ConfigMap", facts, objects)
-        mode = volume["configMap"].get("defaultMode", 0o644)
-    else:
-        raise SpecError(f"volume {name}: type {sorted(volume)} is not implemented")
-    kind_dir = next(k for k in ("projected", "secret", "configMap") if k in volume)
-    source = f"{pods_dir}/{facts.uid}/volumes/kubernetes.io~{kind_dir.lower()}/{name}"
-    # the kubelet mounts these read-only whatever the volumeMount says (since 1.9.4)
-    return Mount(
-        target,
-        "files",
-        source,
-        True,
-        propagation,
-        files=tuple((path, data, mode) for path, data in files),
-    )
-
-
-def token_volume(pod: Obj, facts: PodFacts, objects: Sequence[Obj]) -> Obj:
-    """The projected volume the ServiceAccount admission plugin adds when the token is
-    automounted: a bound token, the cluster's CA and the namespace."""
-    return {
-        "name": "kube-api-access-harness",
-        "projected": {
-            "defaultMode": 0o644,
-            "sources": [
-                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
-                {
-                    "configMap": {
-                        "name": "kube-root-ca.crt",
-                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                    }
-                },
-                {
-                    "downwardAPI": {
-                        "items": [
-                            {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}
-                        ]
-                    }
-                },
-            ],
-        },
-    }
-
-
-def mounts_of(
-    container: Obj, pod: Obj, facts: PodFacts, objects: Sequence[Obj], pods_dir: str
-) -> tuple[Mount, ...]:
-    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
-    mounts = []
-    for m in container.get("volumeMounts") or []:
-        if m["name"] not in volumes:
-            raise SpecError(f"container {container['name']}: no volume {m['name']!r}")
-        mounts.append(volume_mount(volumes[m["name"]], m, pod, facts, objects, pods_dir))
-    taken = {m.target.rstrip("/") for m in mounts}
-    if automount_token(pod, objects, facts.namespace) and TOKEN_DIR not in taken:
-        mount = {"name": "kube-api-access-harness", "mountPath": TOKEN_DIR, "readOnly": True}
-        mounts.append(
-            volume_mount(token_volume(pod, facts, objects), mount, pod, facts, objects, pods_dir)
-        )
-    return tuple(mounts)
 
 
 # --- probes and the whole container --------------------------------------------------------

@@ -22,7 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from .podspec import Probe
+from .kubeobj import Probe
 from .runtime import Container
 
 #: the harness's pause between two attempts of a probe

@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .podspec import ContainerPlan, Mount
+from .kubeobj import ContainerPlan, Mount
 
 ENTER = Path(__file__).with_name("enter.py")
 #: one `ip` or `mount` call; a busy machine answers within this
