@@ -22,10 +22,12 @@ import contextlib
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
-import time
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -99,8 +101,8 @@ class FakeNode:
 
     def sandbox(self, name: str, uid: str) -> PodSandbox:
         n = len(self.pods)
-        tag = f"{os.getpid() % 100000}{n}"
-        netns, host_if = f"sck{tag}", f"sckh{tag}"
+        # the harness's pid in the names: sweep_stale() knows whose they are
+        netns, host_if = f"sck{os.getpid()}-{n}", f"sckh{os.getpid()}-{n}"
         gateway, pod_ip = f"10.244.{self._subnet}.{4 * n + 1}", f"10.244.{self._subnet}.{4 * n + 2}"
         sh("ip", "netns", "add", netns)
         pod = PodSandbox(name, netns, pod_ip, gateway, uid)
@@ -196,27 +198,68 @@ class FakeNode:
             for container in pod.containers:
                 with contextlib.suppress(Exception):
                     self.stop(container)
-        self._unmount_all()
+        _unmount_under(self.root)
         for pod in self.pods:
-            subprocess.run(
-                ["ip", "netns", "del", pod.netns],
-                capture_output=True,
-                timeout=CMD_TIMEOUT_S,
-                check=False,
-            )
+            _delete_netns(pod.netns)
         self.pods.clear()
 
-    def _unmount_all(self) -> None:
-        prefix = str(self.root.resolve()) + "/"
-        for _ in range(3):
-            points = [p for p in _mount_points() if p.startswith(prefix)]
-            if not points:
-                return
-            for point in sorted(points, key=len, reverse=True):
-                subprocess.run(
-                    ["umount", "-l", point], capture_output=True, timeout=CMD_TIMEOUT_S, check=False
-                )
-            time.sleep(0.05)
+
+WORK_PREFIX = "sck-"
+
+
+def work_dir() -> Path:
+    """A fresh directory for one harness run, named after this process (short: unix socket
+    paths below it must fit in 108 bytes)."""
+    sweep_stale()
+    return Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir="/tmp"))
+
+
+def sweep_stale() -> None:
+    """Undo what a killed harness run left (its finalizers never ran): network namespaces
+    and work directories named after a process that no longer exists."""
+    for name in sh("ip", "netns", "list").split():
+        m = re.fullmatch(r"sck(\d+)-\d+", name)
+        if m and not _alive(int(m.group(1))):
+            _delete_netns(name)
+    for path in Path("/tmp").glob(f"{WORK_PREFIX}*-*"):
+        m = re.fullmatch(rf"{WORK_PREFIX}(\d+)-.*", path.name)
+        if m and not _alive(int(m.group(1))):
+            _unmount_under(path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _delete_netns(name: str) -> None:
+    """Kill what still runs in the namespace (a container whose harness died, moto), then
+    delete it; its veth pair goes with it."""
+    listed = subprocess.run(
+        ["ip", "netns", "pids", name],
+        capture_output=True,
+        text=True,
+        timeout=CMD_TIMEOUT_S,
+        check=False,
+    )
+    for pid in listed.stdout.split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    subprocess.run(
+        ["ip", "netns", "del", name], capture_output=True, timeout=CMD_TIMEOUT_S, check=False
+    )
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _unmount_under(root: Path) -> None:
+    prefix = str(root.resolve()) + "/"
+    for _ in range(3):
+        points = [p for p in _mount_points() if p.startswith(prefix)]
+        if not points:
+            return
+        for point in sorted(points, key=len, reverse=True):
+            subprocess.run(
+                ["umount", "-l", point], capture_output=True, timeout=CMD_TIMEOUT_S, check=False
+            )
 
 
 def _mount_points() -> list[str]:

@@ -11,10 +11,8 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +25,7 @@ from .csi_kubelet import CsiNode, register, wait_for_registration_socket
 from .podspec import TOKEN_DIR, Probe, token_for
 from .probes import Outcome, run_once
 from .render import one, render
-from .runtime import FakeNode
+from .runtime import FakeNode, work_dir
 
 pytestmark = [
     pytest.mark.mounts,
@@ -81,8 +79,7 @@ class Box:
 
 @pytest.fixture(scope="module")
 def kbox() -> Iterator[Box]:
-    # short paths: unix sockets below the fake node must fit in 108 bytes
-    work = Path(tempfile.mkdtemp(prefix="sck-", dir="/tmp"))
+    work = work_dir()
     node = FakeNode(work / "node")
     moto = api = None
     try:
