@@ -11,6 +11,7 @@ overlay adding an `envFrom` Secret.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,8 @@ def images() -> dict[str, Image]:
     system = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     path = f"{Path(sys.executable).parent}:{system}"
     env = (("PATH", path), ("PYTHONDONTWRITEBYTECODE", "1"), ("PYTHONUNBUFFERED", "1"))
+    # the interpreter as the harness runs it, PYTHONPATH included
+    env += tuple((k, v) for k, v in os.environ.items() if k == "PYTHONPATH")
 
     def sidecar(which: str) -> Image:
         return Image((sys.executable, str(SIDECARS), which), env, 0, 0)
