@@ -168,8 +168,11 @@ class FakeNode:
                 (source / rel).parent.mkdir(parents=True, exist_ok=True)
                 (source / rel).write_bytes(data)
                 (source / rel).chmod(mode)
-        elif mount.host_type == "EmptyDir":
-            source.mkdir(parents=True, exist_ok=True)
+        elif mount.host_type in ("EmptyDir", "EmptyDirMemory"):
+            if not source.is_dir():
+                source.mkdir(parents=True)
+                if mount.host_type == "EmptyDirMemory":
+                    sh("mount", "-t", "tmpfs", "tmpfs", str(source))
             source.chmod(0o777)  # as the kubelet makes an emptyDir: any user may write
         elif mount.host_type == "DirectoryOrCreate":
             source.mkdir(parents=True, exist_ok=True)

@@ -120,6 +120,7 @@ def test_volumes_map_to_node_paths_and_files():
             },
             {"name": "policy", "mountPath": "/etc/p", "readOnly": False},
             {"name": "scratch", "mountPath": "/tmp"},
+            {"name": "shm", "mountPath": "/dev/shm"},
         ],
     }
     volumes = [
@@ -130,6 +131,7 @@ def test_volumes_map_to_node_paths_and_files():
             "configMap": {"name": "c", "items": [{"key": "policy.yaml", "path": "policy.yaml"}]},
         },
         {"name": "scratch", "emptyDir": {}},
+        {"name": "shm", "emptyDir": {"medium": "Memory"}},
     ]
     p = plan(
         c, pod(c, volumes=volumes, automountServiceAccountToken=False), FACTS, [CONFIGMAP], IMAGE
@@ -141,6 +143,10 @@ def test_volumes_map_to_node_paths_and_files():
     assert policy.read_only  # configMap volumes are read-only whatever the mount says
     assert policy.files == (("policy.yaml", b"namespaces: {}\n", 0o644),)
     assert by_target["/tmp"].source.endswith("/uid-1/volumes/kubernetes.io~empty-dir/scratch")
+    assert (by_target["/tmp"].host_type, by_target["/dev/shm"].host_type) == (
+        "EmptyDir",
+        "EmptyDirMemory",
+    )
     assert TOKEN_DIR not in by_target
 
 

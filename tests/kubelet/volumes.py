@@ -76,7 +76,10 @@ def volume_mount(
         )
     if "emptyDir" in volume:
         source = f"{pods_dir}/{facts.uid}/volumes/kubernetes.io~empty-dir/{name}"
-        return Mount(target, "host", source, read_only, propagation, host_type="EmptyDir")
+        # medium Memory: the kubelet mounts a tmpfs there; else a directory of the node's disk
+        memory = (volume["emptyDir"] or {}).get("medium") == "Memory"
+        kind = "EmptyDirMemory" if memory else "EmptyDir"
+        return Mount(target, "host", source, read_only, propagation, host_type=kind)
     if "csi" in volume:
         source = f"{pods_dir}/{facts.uid}/volumes/kubernetes.io~csi/{name}/mount"
         return Mount(target, "csi", source, read_only, propagation)
