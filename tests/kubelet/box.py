@@ -223,6 +223,22 @@ def seed(endpoint: str, objects: dict[str, bytes], timeout_s: float = 60.0) -> N
         client.put_object(Bucket=BUCKET, Key=PREFIX + key, Body=data)
 
 
+def webhook_port(rendered: list[dict[str, Any]]) -> int:
+    """The container port behind the webhook Service's targetPort (the pod IP is dialled
+    directly: no Service proxy here)."""
+    service = next(
+        o
+        for o in rendered
+        if o["kind"] == "Service" and o["metadata"]["name"] == "shardcache-webhook"
+    )
+    target = service["spec"]["ports"][0]["targetPort"]
+    if isinstance(target, int):
+        return target
+    deployment = next(o for o in rendered if o["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return next(p["containerPort"] for p in container["ports"] if p.get("name") == target)
+
+
 def wait_probes(running: RunningPod) -> dict[tuple[str, str], probes.Outcome]:
     """Every probe of every container, as the kubelet would run them: readiness (and
     startup) until success within the time the liveness probe allows, then liveness once."""

@@ -25,7 +25,7 @@ from .csi_kubelet import CsiNode, register, wait_for_registration_socket
 from .podspec import TOKEN_DIR, Probe, token_for
 from .probes import Outcome, run_once
 from .render import one, render
-from .runtime import FakeNode, work_dir
+from .runtime import Container, FakeNode, work_dir
 
 pytestmark = [
     pytest.mark.mounts,
@@ -147,7 +147,8 @@ def test_every_probe_passes_as_the_kubelet_runs_it(kbox: Box) -> None:
     assert declared == set(kbox.outcomes)
 
 
-def in_container(container, command: str) -> str:
+def in_container(container: Container, command: str) -> str:
+    """`sh -c command` in the container's mount namespace and root, as root."""
     argv = [
         "nsenter",
         f"--target={container.proc.pid}",
@@ -195,7 +196,8 @@ def training(kbox: Box) -> Iterator[dict[str, Any]]:
     plugin = register(kbox.node, socket)
     csi = CsiNode(kbox.node, plugin)
     config = one(kbox.rendered, "MutatingWebhookConfiguration", "shardcache-webhook")
-    mutated = admission.mutate(config, kbox.webhook_pod.sandbox.pod_ip, 8443, sample_pod())
+    port = box.webhook_port(kbox.rendered)
+    mutated = admission.mutate(config, kbox.webhook_pod.sandbox.pod_ip, port, sample_pod())
     pod = box.new_pod(kbox.node, mutated)
     # scheduled and running, as the agent's pod watcher sees it in the API
     listed = mutated | {
