@@ -265,6 +265,11 @@ def _unmount_under(root: Path) -> None:
             )
 
 
+def is_mount_point(path: Path) -> bool:
+    """From mountinfo: os.path.ismount misses a bind mount from the same file system."""
+    return str(path.resolve()) in _mount_points()
+
+
 def _mount_points() -> list[str]:
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trustme
 import yaml
+from shardcache.client.agent_client import AgentClient
 
 from . import admission, box
 from .apiserver import PodNetworkApiServer
@@ -25,7 +26,7 @@ from .csi_kubelet import CsiNode, register, wait_for_registration_socket
 from .podspec import TOKEN_DIR, Probe, token_for
 from .probes import Outcome, run_once
 from .render import one, render
-from .runtime import Container, FakeNode, work_dir
+from .runtime import Container, FakeNode, is_mount_point, work_dir
 
 pytestmark = [
     pytest.mark.mounts,
@@ -220,6 +221,7 @@ def training(kbox: Box) -> Iterator[dict[str, Any]]:
             "mutated": mutated,
             "targets": targets,
             "plan": main.plan,
+            "facts": pod.facts,
             "report": json.loads(main.log_tail().strip().splitlines()[-1]),
         }
     finally:
@@ -273,3 +275,39 @@ def test_exec_probes_run_inside_the_container(kbox: Box) -> None:
         Probe("exec", command=("test", "-S", "/run/shardcache/agent.sock")), ip, agent
     ).ok
     assert not run_once(Probe("exec", command=("test", "-e", "/var/lib/kubelet")), ip, agent).ok
+
+
+def test_the_next_node_pod_unpublishes_what_the_previous_one_published(
+    kbox: Box, training: dict
+) -> None:
+    """A rolling update (maxSurge 0): the node pod is stopped, the dataset stays mounted in
+    the training pod, and the new node pod's plugin, finding the records in its state
+    directory (a hostPath: an emptyDir would have gone with the old pod), unpublishes it.
+    Runs last: it replaces the module's node pod."""
+    node = kbox.node
+    target = node.path(training["targets"][0])
+    assert is_mount_point(target)
+    for container in kbox.node_pod.containers.values():
+        node.stop(container)
+    assert is_mount_point(target)  # Bidirectional: the mount lives on the node, not the pod
+    template = one(kbox.rendered, "DaemonSet", "shardcache-node")["spec"]["template"]
+    new = box.new_pod(node, box.pod_from_template(template, "shardcache-node-9f3kq", NAMESPACE))
+    box.start_containers(node, new, kbox.objects, service_env=kbox.api.service_env())
+    failed = {k: o.detail for k, o in box.wait_probes(new).items() if not o.ok}
+    assert not failed
+    registrar = new.containers["node-driver-registrar"]
+    plugin = register(
+        node, wait_for_registration_socket(node, REGISTER_TIMEOUT_S, registrar.running)
+    )
+    csi = CsiNode(node, plugin)
+    try:
+        (volume,) = [v for v in training["mutated"]["spec"]["volumes"] if "csi" in v]
+        csi.unpublish(volume, training["facts"])
+    finally:
+        csi.close()
+    assert not is_mount_point(target)
+    assert not list(node.path("/var/lib/shardcache-csi").iterdir())  # every record settled
+    # the pod's pin is released: the record named the owner, which the new plugin never saw
+    agent = AgentClient(str(node.path("/run/shardcache/agent.sock")), timeout_s=10.0)
+    owners = agent.status(f"s3://{box.BUCKET}/{box.PREFIX}").owners
+    assert training["facts"].uid not in owners
