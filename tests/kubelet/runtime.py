@@ -7,11 +7,12 @@ its container appears on the "node", where the kubelet binds it into the next po
 
 A `PodSandbox` is what the pause container holds: a network namespace with loopback up and
 `eth0`, one end of a veth pair, carrying the pod's IP; the other end stays in the harness's
-namespace with the gateway address, so the harness (the kubelet) reaches the pod IP. The
-addresses are drawn from 10.244.0.0/16 at random and checked against the routes already
-present, so that parallel runs on one machine do not collide; they exist only on these veths.
+namespace with the /30's other address, so the harness (the kubelet) reaches the pod IP. The
+pod has no default route. The addresses are drawn from 10.244.0.0/16 at random and checked
+against the routes already present, so that parallel runs on one machine do not collide;
+they exist only on these veths.
 
-`start_container` carries out a `ContainerPlan` with `enter.py`. Everything made here is
+`FakeNode.start` carries out a `ContainerPlan` with `enter.py`. Everything made here is
 undone by `FakeNode.close()` (processes killed, mounts lazily unmounted deepest first,
 namespaces deleted), also after a failed test.
 """
@@ -114,7 +115,8 @@ class FakeNode:
         sh(*inside, "link", "set", "lo", "up")
         sh(*inside, "addr", "add", f"{pod_ip}/30", "dev", "eth0")
         sh(*inside, "link", "set", "eth0", "up")
-        sh(*inside, "route", "add", "default", "via", gateway)
+        # No default route: a pod reaches its own loopback and the harness's end of the veth,
+        # nothing else, so no test traffic can ever leave the machine.
         return pod
 
     def start(self, pod: PodSandbox, plan: ContainerPlan, image_dirs: list[str]) -> Container:
