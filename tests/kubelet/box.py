@@ -1,7 +1,7 @@
 """A kubelet in a box: the rendered manifests run on a fake node, pod by pod.
 
 The "image" of every container is this machine's Python with the project installed (the
-interpreter's directory, the repository with its virtualenv, /usr and /etc bound read-only);
+interpreter's directory, the repository with its virtualenv, /usr and /etc, each an overlay);
 the Dockerfile is checked apart (hadolint). The CSI sidecars' images are replaced by the
 stand-ins of `sidecars.py`. The object store is moto, run inside the node pod's network
 namespace (the pod reaches it on its own loopback; the harness seeds it through the pod IP),

@@ -82,7 +82,6 @@ class FakeNode:
         self.root, self.name = root, name
         self.pods: list[PodSandbox] = []
         self._subnet = _free_subnet()
-        self._mounted: list[Path] = []
         self.pods_dir = self.path("/var/lib/kubelet/pods")
         for d in (
             "/var/lib/kubelet/pods",
@@ -91,7 +90,6 @@ class FakeNode:
         ):
             self.path(d).mkdir(parents=True, exist_ok=True)
         sh("mount", "--bind", str(self.pods_dir), str(self.pods_dir))
-        self._mounted.append(self.pods_dir)
         sh("mount", "--make-shared", str(self.pods_dir))
 
     def path(self, node_path: str) -> Path:
@@ -125,7 +123,7 @@ class FakeNode:
         rootfs = base / "rootfs"
         rootfs.mkdir(parents=True, exist_ok=True)
         (base / "layers").mkdir(exist_ok=True)
-        mounts = [self._prepare(pod, m) for m in plan.mounts]
+        mounts = [self._prepare(m) for m in plan.mounts]
         spec = {
             "rootfs": str(rootfs),
             "layers": str(base / "layers"),
@@ -162,7 +160,9 @@ class FakeNode:
         pod.containers.append(container)
         return container
 
-    def _prepare(self, pod: PodSandbox, mount: Mount) -> dict[str, object]:
+    def _prepare(self, mount: Mount) -> dict[str, object]:
+        """What the kubelet does before the runtime binds a volume: write a configMap's or
+        secret's files, make an emptyDir, check or create a hostPath."""
         source = self.path(mount.source)
         if mount.kind == "files":
             source.mkdir(parents=True, exist_ok=True)
