@@ -11,6 +11,7 @@ import pytest
 import yaml
 from kubelet.netpol import Source, admits
 from kubelet.podspec import TOKEN_DIR
+from kubelet.pss import violations
 from kubelet.render import by_kind, one, render
 
 DEPLOY = Path(__file__).resolve().parents[2] / "daemonset" / "deploy"
@@ -139,3 +140,15 @@ def test_the_webhook_admits_only_the_api_server_once_its_cidr_is_named(rendered,
     # everything else is the cert-manager overlay, unchanged
     rest = [o for o in apiserver_only if o["kind"] != "NetworkPolicy"]
     assert rest == [o for o in rendered.cert_manager if o["kind"] != "NetworkPolicy"]
+
+
+def test_the_system_namespace_admits_what_runs_there_and_no_less(rendered):
+    """The node pod needs "privileged" (its CSI container, its hostPaths); the webhook would
+    pass "restricted" anywhere."""
+    namespace = one(rendered.base, "Namespace", NS)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    node = one(rendered.base, "DaemonSet", "shardcache-node")["spec"]["template"]["spec"]
+    found = " ".join(violations(node, "baseline"))
+    assert "csi is privileged" in found and "hostPath" in found
+    webhook = one(rendered.base, "Deployment", "shardcache-webhook")["spec"]["template"]["spec"]
+    assert violations(webhook, "restricted") == []

@@ -25,6 +25,7 @@ from .apiserver import PodNetworkApiServer
 from .csi_kubelet import CsiNode, register, wait_for_registration_socket
 from .podspec import TOKEN_DIR, Probe, token_for
 from .probes import Outcome, run_once
+from .pss import violations
 from .render import one, render
 from .runtime import Container, FakeNode, is_mount_point, work_dir
 
@@ -255,6 +256,16 @@ def test_the_webhook_added_a_csi_volume_with_pod_info(training: dict) -> None:
     assert volume["csi"]["volumeAttributes"]["dataset"] == f"s3://{box.BUCKET}/{box.PREFIX}"
     assert all(t.endswith("/mount") for t in training["targets"])
     assert TOKEN_DIR not in {m.target for m in training["plan"].mounts}
+
+
+def test_the_mutated_pod_passes_the_pod_security_level_of_its_namespace(training: dict) -> None:
+    """What Pod Security admission would check before the kubelet runs the pod: the example's
+    namespace enforces "restricted", and the webhook's volume and init container keep it."""
+    docs = yaml.safe_load_all((box.DEPLOY / "examples" / "training-job.yaml").read_text())
+    namespace = next(d for d in docs if d and d["kind"] == "Namespace")
+    level = namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+    assert level == "restricted"
+    assert violations(training["mutated"]["spec"], level) == []
 
 
 def test_the_agent_watches_pods_with_the_token_the_kubelet_mounted(kbox: Box, training) -> None:
