@@ -60,9 +60,12 @@ def _hours(duration: str) -> int:
 
 
 def test_the_node_pods_are_node_critical_and_linux_only(rendered):
-    pod = one(rendered.base, "DaemonSet", "shardcache-node")["spec"]["template"]["spec"]
-    assert pod["priorityClassName"] == "system-node-critical"
-    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    daemonsets = by_kind(rendered.base, "DaemonSet")
+    assert {d["metadata"]["name"] for d in daemonsets} >= {"shardcache-node"}
+    for daemonset in daemonsets:
+        pod = daemonset["spec"]["template"]["spec"]
+        assert pod["priorityClassName"] == "system-node-critical", daemonset["metadata"]["name"]
+        assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert not by_kind(rendered.base, "PriorityClass")  # nothing home-made left
     webhook = one(rendered.base, "Deployment", "shardcache-webhook")["spec"]["template"]["spec"]
     assert webhook["nodeSelector"] == {"kubernetes.io/os": "linux"}

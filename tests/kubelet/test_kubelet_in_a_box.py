@@ -26,7 +26,7 @@ from .csi_kubelet import CsiNode, register, wait_for_registration_socket
 from .podspec import TOKEN_DIR, Probe, token_for
 from .probes import Outcome, run_once
 from .pss import violations
-from .render import one, render
+from .render import by_kind, one, render
 from .runtime import Container, FakeNode, is_mount_point, work_dir
 
 pytestmark = [
@@ -41,6 +41,8 @@ REGISTER_TIMEOUT_S = 60.0
 POD_EXIT_TIMEOUT_S = 120.0
 #: the watcher imports the kubernetes client before its first request: seconds on a busy box
 WATCHER_TIMEOUT_S = 60.0
+#: the wait init container's timeout (annotation): it gives up after this and the pod starts
+WAIT_TIMEOUT_S = 10
 READER = """
 import hashlib, json, os
 root = os.environ["SHARDCACHE_DATA_DIR"]
@@ -65,18 +67,36 @@ class Box:
     node: FakeNode
     rendered: list[dict[str, Any]]
     objects: list[dict[str, Any]]
-    node_pod: box.RunningPod
-    webhook_pod: box.RunningPod
+    #: one pod per DaemonSet and Deployment of the rendered manifests, by workload name
+    pods: dict[str, box.RunningPod]
     outcomes: dict[tuple[str, str], Outcome]
     api: PodNetworkApiServer
 
+    @property
+    def node_pod(self) -> box.RunningPod:
+        return self.pods["shardcache-node"]
+
+    @property
+    def webhook_pod(self) -> box.RunningPod:
+        return self.pods["shardcache-webhook"]
+
+    def containers(self) -> dict[str, Container]:
+        return {n: c for p in self.pods.values() for n, c in p.containers.items()}
+
     def logs(self) -> str:
-        pods = (self.node_pod, self.webhook_pod)
         return "\n".join(
             f"--- {name} (running={c.running()}):\n{c.log_tail(1500)}"
-            for p in pods
-            for name, c in p.containers.items()
+            for name, c in self.containers().items()
         )
+
+
+def workloads(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every DaemonSet (the node pod first: the others' order does not matter), then the
+    Deployments: one pod of each runs on the fake node."""
+    daemonsets = sorted(
+        by_kind(rendered, "DaemonSet"), key=lambda d: d["metadata"]["name"] != "shardcache-node"
+    )
+    return daemonsets + by_kind(rendered, "Deployment")
 
 
 @pytest.fixture(scope="module")
@@ -84,33 +104,27 @@ def kbox() -> Iterator[Box]:
     work = work_dir()
     node = FakeNode(work / "node")
     moto = api = None
+    pods: dict[str, box.RunningPod] = {}
     try:
         rendered = render(box.harness_overlay(work))
         cluster_ca = trustme.CA()
         objects = box.cluster_objects(rendered, cluster_ca.cert_pem.bytes().decode())
-        daemonset = one(rendered, "DaemonSet", "shardcache-node")
-        node_pod = box.new_pod(
-            node,
-            box.pod_from_template(
-                daemonset["spec"]["template"], "shardcache-node-x7k2p", NAMESPACE
-            ),
-        )
-        moto = box.start_moto(node, node_pod.sandbox, work / "moto.log")
-        box.seed(f"http://{node_pod.sandbox.pod_ip}:{box.MOTO_PORT}", DATASET)
-        api = PodNetworkApiServer(node_pod.sandbox.netns, cluster_ca)
-        api.start()
-        services = api.service_env()
-        box.start_containers(node, node_pod, objects, service_env=services)
-        deployment = one(rendered, "Deployment", "shardcache-webhook")
-        webhook_pod = box.new_pod(
-            node,
-            box.pod_from_template(
-                deployment["spec"]["template"], "shardcache-webhook-5d9c-q2w4e", NAMESPACE
-            ),
-        )
-        box.start_containers(node, webhook_pod, objects, service_env=services)
-        outcomes = box.wait_probes(node_pod) | box.wait_probes(webhook_pod)
-        yield Box(node, rendered, objects, node_pod, webhook_pod, outcomes, api)
+        for workload in workloads(rendered):
+            name = workload["metadata"]["name"]
+            pod = box.pod_from_template(workload["spec"]["template"], f"{name}-x7k2p", NAMESPACE)
+            pods[name] = box.new_pod(node, pod)
+            if name == "shardcache-node":
+                # the node pod's network holds the "cloud" and the API server it reaches
+                sandbox = pods[name].sandbox
+                moto = box.start_moto(node, sandbox, work / "moto.log")
+                box.seed(f"http://{sandbox.pod_ip}:{box.MOTO_PORT}", DATASET)
+                api = PodNetworkApiServer(sandbox.netns, cluster_ca)
+                api.start()
+            assert api is not None
+            box.start_containers(node, pods[name], objects, service_env=api.service_env())
+        outcomes = {k: o for p in pods.values() for k, o in box.wait_probes(p).items()}
+        assert api is not None
+        yield Box(node, rendered, objects, pods, outcomes, api)
     finally:
         if api is not None:
             api.stop()
@@ -121,18 +135,18 @@ def kbox() -> Iterator[Box]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def test_every_container_of_both_pods_is_started(kbox: Box) -> None:
-    names = set(kbox.node_pod.containers) | set(kbox.webhook_pod.containers)
-    assert names == {"agent", "csi", "node-driver-registrar", "liveness-probe", "webhook"}
+def test_every_container_of_every_workload_is_started(kbox: Box) -> None:
+    declared = {
+        c["name"]
+        for w in workloads(kbox.rendered)
+        for c in w["spec"]["template"]["spec"]["containers"]
+    }
+    assert declared == set(kbox.containers())
+    assert {"agent", "csi", "node-driver-registrar", "liveness-probe", "webhook"} <= declared
 
 
 def test_every_container_keeps_running(kbox: Box) -> None:
-    stopped = [
-        n
-        for p in (kbox.node_pod, kbox.webhook_pod)
-        for n, c in p.containers.items()
-        if not c.running()
-    ]
+    stopped = [n for n, c in kbox.containers().items() if not c.running()]
     assert not stopped, kbox.logs()
 
 
@@ -140,12 +154,7 @@ def test_every_probe_passes_as_the_kubelet_runs_it(kbox: Box) -> None:
     failed = {k: o.detail for k, o in kbox.outcomes.items() if not o.ok}
     assert not failed, f"{failed}\n{kbox.logs()}"
     # every container that declares a probe had each of its probes run
-    declared = {
-        (n, k)
-        for p in (kbox.node_pod, kbox.webhook_pod)
-        for n, c in p.containers.items()
-        for k in c.plan.probes
-    }
+    declared = {(n, k) for n, c in kbox.containers().items() for k in c.plan.probes}
     assert declared == set(kbox.outcomes)
 
 
@@ -185,6 +194,8 @@ def sample_pod() -> dict[str, Any]:
     job = next(d for d in docs if d and d["kind"] == "Job")
     pod = box.pod_from_template(job["spec"]["template"], "resnet-train-0", "ml-team")
     pod["metadata"]["annotations"]["shardcache.io/wait"] = "1"  # all local: a fixed answer
+    # the example waits up to 900 s; a wait that never sees progress must not hold CI that long
+    pod["metadata"]["annotations"]["shardcache.io/wait-timeout"] = str(WAIT_TIMEOUT_S)
     pod["spec"]["containers"][0]["args"] = [READER]
     return pod
 
@@ -212,7 +223,8 @@ def training(kbox: Box) -> Iterator[dict[str, Any]]:
     try:
         targets = [csi.publish(v, mutated, pod.facts) for v in volumes]
         services = kbox.api.service_env()
-        for init in box.start_containers(kbox.node, pod, kbox.objects, "initContainers", services):
+        inits = box.start_containers(kbox.node, pod, kbox.objects, "initContainers", services)
+        for init in inits:
             assert init.wait(POD_EXIT_TIMEOUT_S) == 0, init.log_tail()
         (main,) = box.start_containers(kbox.node, pod, kbox.objects, service_env=services)
         assert main.wait(POD_EXIT_TIMEOUT_S) == 0, main.log_tail()
@@ -223,6 +235,7 @@ def training(kbox: Box) -> Iterator[dict[str, Any]]:
             "targets": targets,
             "plan": main.plan,
             "facts": pod.facts,
+            "init_logs": {c.plan.name: c.log_tail() for c in inits},
             "report": json.loads(main.log_tail().strip().splitlines()[-1]),
         }
     finally:
@@ -248,6 +261,17 @@ def test_a_non_root_training_pod_reads_the_published_dataset(training: dict) -> 
     assert (report["uid"], ident.uid) == (10001, 10001)
     assert ident.no_new_privs and ident.caps == ()
     assert training["plan"].read_only_root
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the read-through view (the default) lists only the dataset's manifest: "
+    "$SHARDCACHE_DATA_DIR/.shardcache/status.json, which `shardcache wait` reads, is not in it, "
+    "so the init container waits out its whole wait-timeout (900 s in the example)",
+)
+def test_the_wait_init_container_sees_the_dataset_become_local(training: dict) -> None:
+    (log,) = training["init_logs"].values()
+    assert "starting anyway" not in log, log
 
 
 def test_the_webhook_added_a_csi_volume_with_pod_info(training: dict) -> None:
