@@ -1,0 +1,308 @@
+"""R11 (CPU seconds per object) and the transfer-library comparison, side by side in one run.
+
+Method. One moto server behind the cloud-like proxy (its own process) holds a seeded dataset.
+Every reader runs in a child process of its own, so its CPU figure is exactly its own: the
+child measures `time.process_time()` (user + sys of every thread of the process) around the
+work only (client set-up, listing where the reader lists, every GET, writing where it writes),
+and reports the whole-process figure (imports and interpreter start included) beside it.
+CPU time hardly depends on how busy the other 7 tenants of this machine keep the cores, so
+the ratios are stable where wall-clock rates are not. Readers run in a rotating order, once
+per run; ratios are taken within a run, and the summary is the median over runs.
+
+Readers:
+- `raw`: a plain aiohttp GET loop, `--concurrency` requests in flight, each request signed
+  with botocore's SigV4 header signer (exactly how the shardcache backend signs), one session;
+  it neither lists nor writes: the floor a Python client can reach.
+- `obstore`: obstore `get_async` + `bytes_async` with the same concurrency (Rust signing,
+  HTTP and retries); it neither lists nor writes.
+- `prefetch`: the engine in-process (`Engine.open` + `prefetch` of the prefix into a fresh
+  cache directory): listing, index, durable writes and checks included.
+
+    python -m benchmarks.cpu_per_object --files 1000 --runs 3
+    python -m benchmarks.cpu_per_object --shards 64,128 --runs 3     # large objects
+    python -m benchmarks.cpu_per_object --profile prefetch            # py-spy flame data
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+READERS = ("raw", "raw+write", "obstore", "prefetch", "rerun")
+#: the cache dir of the last `prefetch` child, which a `rerun` child prefetches again
+_LAST_PREFETCH: list[str] = []
+
+
+def _write_file(root: str, key: str, data: bytes) -> None:
+    """What any cache must do with an object at least: a new file, its bytes, their MD5
+    (the store's ETag check), fsync, and a rename into the mirror."""
+    import hashlib
+
+    tmp = os.path.join(root, "staging", key.replace("/", "_") + ".part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        os.write(fd, data)
+        hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if "nofsync" not in os.environ.get("BENCH_WRITE", ""):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    dest = os.path.join(root, "data", key)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    os.rename(tmp, dest)
+
+
+# -- children ---------------------------------------------------------------------------------
+
+async def _raw(env: dict[str, str], keys: list[str], concurrency: int,
+               part_bytes: int, sizes: list[int], write_to: str = "") -> int:
+    import aiohttp
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    creds = Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    base = f"{env['AWS_ENDPOINT_URL']}/{env['BENCH_BUCKET']}/"
+    requests = [(k, s, min(s + (part_bytes or size), size))
+                for k, size in zip(keys, sizes, strict=True)
+                for s in range(0, size, part_bytes or max(size, 1))]
+    todo = iter(requests)
+    total = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     auto_decompress=False) as session:
+        async def worker() -> None:
+            nonlocal total
+            for key, start, end in todo:
+                url = base + key
+                req = AWSRequest(method="GET", url=url,
+                                 headers={"Range": f"bytes={start}-{end - 1}"})
+                S3SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
+                async with session.get(url, headers=dict(req.headers.items())) as resp:
+                    resp.raise_for_status()
+                    data = await resp.read()
+                if write_to and "inline" in os.environ.get("BENCH_WRITE", ""):
+                    _write_file(write_to, key, data)
+                elif write_to:
+                    await asyncio.to_thread(_write_file, write_to, key, data)
+                total += len(data)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return total
+
+
+async def _obstore(env: dict[str, str], keys: list[str], concurrency: int,
+                   part_bytes: int, sizes: list[int]) -> int:
+    import obstore
+    from obstore.store import S3Store
+
+    store = S3Store(env["BENCH_BUCKET"], endpoint=env["AWS_ENDPOINT_URL"],
+                    access_key_id=env["AWS_ACCESS_KEY_ID"],
+                    secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region="us-east-1",
+                    client_options={"allow_http": True, "timeout": "300s"})
+    requests = [(k, s, min(s + (part_bytes or size), size))
+                for k, size in zip(keys, sizes, strict=True)
+                for s in range(0, size, part_bytes or max(size, 1))]
+    todo = iter(requests)
+    total = 0
+
+    async def worker() -> None:
+        nonlocal total
+        for key, start, end in todo:
+            if part_bytes:
+                data = await obstore.get_range_async(store, key, start=start, end=end)
+            else:
+                data = await (await obstore.get_async(store, key)).bytes_async()
+            total += len(data)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return total
+
+
+def _prefetch(env: dict[str, str], cache_dir: str, concurrency: int, part_bytes: int) -> int:
+    """`shardcache prefetch URL --output json` in this process, exactly as the CLI runs it."""
+    import contextlib
+    import io
+
+    from shardcache.cli.main import main as cli
+
+    if part_bytes:  # the knobs a sweep turns, which the CLI has no flags for
+        from shardcache.config import Config
+
+        plain = Config.from_env
+
+        def with_parts(env: Any, **overrides: Any) -> Config:
+            return plain(env, **overrides).with_(part_size_bytes=part_bytes,
+                                                 multipart_threshold_bytes=part_bytes)
+
+        Config.from_env = with_parts  # type: ignore[method-assign]
+    out = io.StringIO()
+    argv = ["prefetch", f"s3://{env['BENCH_BUCKET']}/{env['BENCH_PREFIX']}", "--cache-dir",
+            cache_dir, "--concurrency", str(concurrency), "--output", "json", "-q"]
+    if os.environ.get("BENCH_GC_FREEZE"):
+        import gc
+
+        import botocore.session  # noqa: F401
+        import s3fs  # noqa: F401
+
+        gc.freeze()
+    with contextlib.redirect_stdout(out):
+        code = cli(argv)
+    if code != 0:
+        raise RuntimeError(f"prefetch exited {code}: {out.getvalue()[-2000:]}")
+    return int(json.loads(out.getvalue())["bytes_downloaded"])
+
+
+def child(reader: str, spec_path: str) -> None:
+    """Run one reader and print one JSON line: work CPU, process CPU, wall, bytes."""
+    spec = json.loads(Path(spec_path).read_text())
+    env = dict(os.environ)
+    keys, sizes = spec["keys"], spec["sizes"]
+    conc, part = spec["concurrency"], spec["part_bytes"]
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    if reader == "raw":
+        got = asyncio.run(_raw(env, keys, conc, part, sizes))
+    elif reader == "raw+write":
+        os.makedirs(os.path.join(spec["cache_dir"], "staging"))
+        got = asyncio.run(_raw(env, keys, conc, part, sizes, spec["cache_dir"]))
+    elif reader == "obstore":
+        got = asyncio.run(_obstore(env, keys, conc, part, sizes))
+    else:
+        got = _prefetch(env, spec["cache_dir"], conc, part)
+        got = spec["expect_bytes"] if reader == "rerun" and got == 0 else got
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"reader": reader, "cpu_s": cpu, "wall_s": wall, "bytes": got,
+                      "process_cpu_s": ru.ru_utime + ru.ru_stime,
+                      "sys_s": ru.ru_stime - ru0.ru_stime}))
+
+
+# -- parent -----------------------------------------------------------------------------------
+
+def _run_child(reader: str, spec: dict[str, Any], env: dict[str, str], work: Path,
+               profile: str | None = None) -> dict[str, Any]:
+    cache_dir = str(work / f"cache-{reader}-{time.monotonic_ns()}")
+    if reader == "rerun":
+        if not _LAST_PREFETCH:
+            raise RuntimeError("rerun needs a prefetch before it in the same run")
+        cache_dir = _LAST_PREFETCH[-1]
+    elif reader == "prefetch":
+        _LAST_PREFETCH.append(cache_dir)
+    spec = dict(spec, cache_dir=cache_dir)
+    spec_path = work / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    cmd = [sys.executable, "-m", "benchmarks.cpu_per_object", "--child", reader, str(spec_path)]
+    if profile == "strace":
+        cmd = [os.environ.get("BENCH_WRAP", "/tmp/strace_child.sh"), *cmd]
+    elif profile:
+        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--rate", "250",
+               "--format", "raw", "--gil", "-o", profile, "--", *cmd]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{reader} failed: {out.stderr[-2000:]}")
+    # The cache dir stays until the whole benchmark ends: deleting thousands of files just
+    # before the next reader creates its own makes ext4 skip the recently freed inodes one by
+    # one (`recently_deleted` in the kernel's inode allocator), a cost of this benchmark's
+    # churn that a node filling its cache does not pay.
+    line = [x for x in out.stdout.splitlines() if x.startswith("{")][-1]
+    result: dict[str, Any] = json.loads(line)
+    if result["bytes"] != spec["expect_bytes"]:
+        raise RuntimeError(f"{reader}: {result['bytes']} bytes, expected {spec['expect_bytes']}")
+    return result
+
+
+def _summary(runs: list[dict[str, dict[str, Any]]], n_objects: int, nbytes: int) -> list[str]:
+    lines = [f"{n_objects} objects, {nbytes / 1e6:.0f} MB, {len(runs)} runs (median [min-max])",
+             "| reader | CPU ms/object (work) | CPU ms/object (process) | MB/s | "
+             "CPU / raw | MB/s / raw |", "|---|---|---|---|---|---|"]
+
+    def fmt(vals: Sequence[float], digits: int = 2) -> str:
+        return (f"{statistics.median(vals):.{digits}f} "
+                f"[{min(vals):.{digits}f}-{max(vals):.{digits}f}]")
+
+    for reader in [r for r in READERS if r in runs[0]]:
+        cpu = [1000 * r[reader]["cpu_s"] / n_objects for r in runs]
+        proc = [1000 * r[reader]["process_cpu_s"] / n_objects for r in runs]
+        mbs = [nbytes / r[reader]["wall_s"] / 1e6 for r in runs]
+        cratio = [r[reader]["cpu_s"] / r["raw"]["cpu_s"] for r in runs]
+        tratio = [r["raw"]["wall_s"] / r[reader]["wall_s"] for r in runs]
+        lines.append(f"| {reader} | {fmt(cpu)} | {fmt(proc)} | {fmt(mbs, 0)} | "
+                     f"{fmt(cratio)} | {fmt(tratio)} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--child", nargs=2, metavar=("READER", "SPEC"))
+    p.add_argument("--files", type=int, default=1000, help="image-like objects (90-130 KiB)")
+    p.add_argument("--shards", default="", help="large objects instead: sizes in MiB, e.g. 64,128")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--part-mib", type=int, default=0, help="ranged parts for large objects")
+    p.add_argument("--readers", default=",".join(READERS))
+    p.add_argument("--work-dir", help="where cache dirs go (default: the temp dir); the file "
+                   "system's cost of creating files is part of every figure")
+    p.add_argument("--direct", action="store_true", help="moto without the cloud-like proxy")
+    p.add_argument("--profile", help="py-spy one reader (raw stacks into benchmarks/.profiles)")
+    a = p.parse_args(argv)
+    if a.child:
+        child(*a.child)
+        return
+    from shardcache.bench.data import generate, image_like, shard_like
+    from shardcache.bench.store import BUCKET, BenchStore
+    from shardcache.testing.proxy import ProxyConfig
+
+    spec_ds = (shard_like(tuple(int(x) for x in a.shards.split(","))) if a.shards
+               else image_like(a.files))
+    objects = generate(spec_ds)
+    keys = sorted(objects)
+    readers = [r for r in a.readers.split(",") if r]
+    if "raw" not in readers:
+        readers.insert(0, "raw")
+    proxy = ProxyConfig(first_byte_delay_s=0.02, bandwidth_bytes_per_s=90e6)
+    with BenchStore(proxy) as store, \
+            tempfile.TemporaryDirectory(prefix="r11-", dir=a.work_dir) as tmp:
+        store.put(objects)
+        endpoint = store.direct if a.direct else store.cloud
+        assert endpoint is not None
+        env = {**os.environ, **endpoint.env, "BENCH_BUCKET": BUCKET,
+               "BENCH_PREFIX": spec_ds.name + "/", "AWS_ENDPOINT_URL": endpoint.url}
+        spec = {"keys": keys, "sizes": [len(objects[k]) for k in keys],
+                "concurrency": a.concurrency, "part_bytes": a.part_mib * 2**20,
+                "expect_bytes": sum(len(v) for v in objects.values())}
+        del objects
+        work = Path(tmp)
+        if a.profile:
+            out = Path("benchmarks/.profiles")
+            out.mkdir(exist_ok=True)
+            dest = out / f"{a.profile}-{time.strftime('%H%M%S')}.txt"
+            reader, _, tool = a.profile.partition(":")
+            print(_run_child(reader, spec, env, work, tool or str(dest)), dest)
+            return
+        runs = []
+        for i in range(a.runs):
+            order = readers[i % len(readers):] + readers[:i % len(readers)]
+            if "rerun" in order:  # an all-local re-run of this run's cold prefetch
+                order.remove("rerun")
+                order.insert(order.index("prefetch") + 1, "rerun")
+            runs.append({r: _run_child(r, spec, env, work) for r in order})
+            print(json.dumps(runs[-1]), flush=True)
+    print(f"{endpoint.label}; concurrency {a.concurrency}; part {a.part_mib} MiB")
+    print("\n".join(_summary(runs, len(keys), spec["expect_bytes"])))
+
+
+if __name__ == "__main__":
+    main()
