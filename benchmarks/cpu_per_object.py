@@ -261,9 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.child:
         child(*a.child)
         return
-    from shardcache.bench.data import generate, image_like, shard_like
-    from shardcache.bench.store import BUCKET, BenchStore
-    from shardcache.testing.proxy import ProxyConfig
+    from shardcache.testkit.datasets import generate, image_like, shard_like
+    from shardcache.testkit.benchstore import BUCKET, BenchStore
+    from shardcache.testkit.proxy import ProxyConfig
 
     spec_ds = (shard_like(tuple(int(x) for x in a.shards.split(","))) if a.shards
                else image_like(a.files))

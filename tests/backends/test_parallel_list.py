@@ -11,7 +11,7 @@ from backend_stores import make_config
 from shardcache.backends.fsspec_adapter import open_backend
 from shardcache.backends.parallel_list import ListingStats, list_parallel
 from shardcache.config import RetryPolicy
-from shardcache.testing.proxy import CloudProxy, FaultConfig, FaultRule, ProxyConfig
+from shardcache.testkit.proxy import CloudProxy, FaultConfig, FaultRule, ProxyConfig
 from shardcache.urls import parse_url
 
 #: small pages so a few hundred keys make many pages and many ranges
