@@ -48,9 +48,12 @@ class PageLister(Protocol):
 
 @dataclass
 class ListingStats:
-    """What a listing cost: pages asked for (retries included), ranges split, retries."""
+    """What a listing cost: pages asked for (retries included), ranges split, retries, and
+    `depth`, the most pages one worker asked for in series: the listing's critical path in
+    round trips, which sets its time when the client's CPU does not."""
 
     requests: int = 0
+    depth: int = 0
     steals: int = 0
     retries: int = 0
     ranges: list[int] = field(default_factory=list)
@@ -98,8 +101,10 @@ async def list_parallel(lister: PageLister, prefix: str, concurrency: int,
     rest0 = plan.resume(rid0)
     changed = asyncio.Condition()
 
-    async def one_range(rid: int, after: str | None) -> None:
+    async def one_range(rid: int, after: str | None) -> int:
+        pages = 0
         while after is not None:
+            pages += 1
             page = await _retried(functools.partial(lister.list_page, prefix, after, "",
                                                     page_keys), retry, stats)
             keys = [o.key for o in page.objects]
@@ -108,22 +113,27 @@ async def list_parallel(lister: PageLister, prefix: str, concurrency: int,
             async with changed:
                 changed.notify_all()
             after = plan.resume(rid)
+        return pages
 
-    async def worker() -> None:
+    async def worker(pages: int = 0) -> None:
         while not plan.finished():
             job = plan.take() or plan.steal()
             if job is None:
                 async with changed:  # nothing to take or split now: wait for a page
                     await changed.wait()
                 continue
-            await one_range(*job)
+            pages += await one_range(*job)
+        stats.depth = max(stats.depth, pages + 2)  # + the first page and the seed
         async with changed:
             changed.notify_all()
+
+    async def first_worker(after: str) -> None:
+        await worker(await one_range(rid0, after))
 
     try:
         async with asyncio.TaskGroup() as group:
             if rest0 is not None:
-                group.create_task(one_range(rid0, rest0))
+                group.create_task(first_worker(rest0))
             for _ in range(max(1, concurrency)):
                 group.create_task(worker())
     except BaseExceptionGroup as group_error:

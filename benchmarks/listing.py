@@ -1,0 +1,137 @@
+"""R9: listing a large prefix in parallel key ranges vs one sequential LIST stream.
+
+Method. `listing_server` synthesizes N keys (1,000 per directory) in a moto server of its own
+process; the cloud-like proxy (its own process, 20 ms to first byte as S3) stands in front.
+Both listings use the same S3 backend object (same client, same signing, same parsing of a
+page), so the ratio isolates the parallelism: the sequential stream asks for page after page
+(`StartAfter` = the last key), the parallel one is `list_parallel` at each concurrency of the
+sweep. Each run lists both ways, in alternating order; both must return exactly the N keys.
+Reported: seconds, pages requested (the proxy's own count, retries included), CPU seconds of
+this process and of the emulator's process (psutil), and the ratio per run, median over runs.
+
+    python -m benchmarks.listing --keys 1000000 --runs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PREFIX = "ds/"
+
+
+async def _sequential(backend: Any) -> tuple[int, int]:
+    after, pages, keys = PREFIX, 0, 0
+    while True:
+        page = await backend.list_page(PREFIX, after, "", 1000)
+        pages += 1
+        keys += len(page.objects)
+        if not page.truncated:
+            return keys, pages
+        after = page.last_key
+
+
+async def _parallel(backend: Any, concurrency: int) -> tuple[int, int]:
+    from shardcache.backends.parallel_list import ListingStats, list_parallel
+
+    stats = ListingStats()
+    infos = await list_parallel(backend, PREFIX, concurrency, backend.config.retry, stats)
+    keys = [i.key for i in infos]
+    if keys != sorted(keys) or len(set(keys)) != len(keys):
+        raise RuntimeError("parallel listing out of order or with duplicates")
+    return len(keys), stats.depth
+
+
+def _measure(url: str, bucket: str, what: str, server_pid: int, proxy: Any,
+             work: Path) -> dict[str, Any]:
+    import psutil
+
+    from shardcache.backends.fsspec_adapter import open_backend
+    from shardcache.config import Config
+    from shardcache.urls import parse_url
+
+    config = Config(cache_dir=work, backend_options={"s3": {
+        "key": "testing", "secret": "testing",
+        "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"}}})
+    server = psutil.Process(server_pid)
+
+    async def go() -> dict[str, Any]:
+        backend = await open_backend(parse_url(f"s3://{bucket}/"), config)
+        try:
+            before = proxy.stats()["requests_total"]
+            s_cpu = sum(server.cpu_times()[:2])
+            cpu, wall = time.process_time(), time.perf_counter()
+            if what == "sequential":
+                keys, pages = await _sequential(backend)
+            else:
+                keys, pages = await _parallel(backend, int(what.split("x")[1]))
+            return {"what": what, "keys": keys, "depth": pages,
+                    "proxy_requests": proxy.stats()["requests_total"] - before,
+                    "seconds": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+                    "server_cpu_s": sum(server.cpu_times()[:2]) - s_cpu}
+        finally:
+            await backend.close()
+
+    return asyncio.run(go())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--keys", type=int, default=1_000_000)
+    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--sweep", default="8,16,32", help="parallel concurrencies")
+    p.add_argument("--first-byte-ms", type=float, default=20.0)
+    p.add_argument("--fast-xml", action="store_true", help="see listing_server")
+    a = p.parse_args()
+    from shardcache.testkit.proxy import ProxyConfig
+    from shardcache.testkit.proxyproc import ProxyProcess
+
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.listing_server",
+                               "--keys", str(a.keys), *(["--fast-xml"] * a.fast_xml)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert server.stdout is not None and server.stdin is not None
+    info = json.loads(server.stdout.readline())
+    print(json.dumps(info), flush=True)
+    readers = ["sequential"] + [f"parallel x{c}" for c in a.sweep.split(",")]
+    results: list[dict[str, dict[str, Any]]] = []
+    try:
+        cfg = ProxyConfig(first_byte_delay_s=a.first_byte_ms / 1000, bandwidth_bytes_per_s=None)
+        with ProxyProcess(info["url"], cfg) as proxy, tempfile.TemporaryDirectory() as tmp:
+            for run in range(a.runs):
+                order = readers if run % 2 == 0 else readers[::-1]
+                row = {w: _measure(proxy.url, info["bucket"], w, server.pid, proxy, Path(tmp))
+                       for w in order}
+                for r in row.values():
+                    if r["keys"] != a.keys:
+                        raise RuntimeError(f"{r['what']}: {r['keys']} keys, expected {a.keys}")
+                results.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+    print(f"\n{a.keys:,} keys, {a.first_byte_ms:g} ms to first byte, "
+          f"{'template' if a.fast_xml else 'moto'} XML, {a.runs} runs (median [min-max])\n")
+    print("| listing | seconds | pages (proxy) | pages in series | client CPU s | "
+          "emulator CPU s | speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for w in readers:
+        def col(k: str, rows: list[dict[str, dict[str, Any]]] = results, w: str = w) -> str:
+            v = [r[w][k] for r in rows]
+            return f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]"
+        up = [r["sequential"]["seconds"] / r[w]["seconds"] for r in results]
+        print(f"| {w} | {col('seconds')} | {col('proxy_requests')} | {col('depth')} | "
+              f"{col('cpu_s')} | "
+              f"{col('server_cpu_s')} | {statistics.median(up):.2f} [{min(up):.2f}-"
+              f"{max(up):.2f}] |")
+
+
+if __name__ == "__main__":
+    main()
