@@ -261,8 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.child:
         child(*a.child)
         return
-    from shardcache.testkit.datasets import generate, image_like, shard_like
     from shardcache.testkit.benchstore import BUCKET, BenchStore
+    from shardcache.testkit.datasets import generate, image_like, shard_like
     from shardcache.testkit.proxy import ProxyConfig
 
     spec_ds = (shard_like(tuple(int(x) for x in a.shards.split(","))) if a.shards

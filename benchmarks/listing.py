@@ -53,7 +53,6 @@ async def _parallel(backend: Any, concurrency: int) -> tuple[int, int]:
 def _measure(url: str, bucket: str, what: str, server_pid: int, proxy: Any,
              work: Path) -> dict[str, Any]:
     import psutil
-
     from shardcache.backends.fsspec_adapter import open_backend
     from shardcache.config import Config
     from shardcache.urls import parse_url
@@ -94,8 +93,8 @@ def main() -> None:
     from shardcache.testkit.proxy import ProxyConfig
     from shardcache.testkit.proxyproc import ProxyProcess
 
-    server = subprocess.Popen([sys.executable, "-m", "benchmarks.listing_server",
-                               "--keys", str(a.keys), *(["--fast-xml"] * a.fast_xml)], stdin=subprocess.PIPE,
+    cmd = [sys.executable, "-m", "benchmarks.listing_server", "--keys", str(a.keys)]
+    server = subprocess.Popen(cmd + ["--fast-xml"] * a.fast_xml, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert server.stdout is not None and server.stdin is not None
     info = json.loads(server.stdout.readline())

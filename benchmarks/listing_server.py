@@ -141,7 +141,6 @@ def main() -> None:
     a = p.parse_args()
     from moto.s3.models import s3_backends
     from moto.server import ThreadedMotoServer
-
     from shardcache.testkit.emulators import free_port
 
     port = a.port or free_port()

@@ -78,8 +78,14 @@ _BY_TYPE: dict[str, type[CacheError]] = {
         ],
         AccessDeniedError,
     ),
-    **dict.fromkeys(["ResourceNotFoundError", "FileNotFoundError"], NotFoundError),
+    **dict.fromkeys(["ResourceNotFoundError", "FileNotFoundError", "NotFoundError"],
+                    NotFoundError),
     "ResourceModifiedError": VersionChangedError,
+    # obstore (`obstore.exceptions`): its own names, and GenericError for whatever else the
+    # HTTP layer met (a 5xx, a reset, a body cut short); it retries nothing itself
+    "PreconditionError": VersionChangedError,
+    **dict.fromkeys(["PermissionDeniedError", "UnauthenticatedError"], AccessDeniedError),
+    "GenericError": UnavailableError,
     # botocore validates the CRC the store sends with a response: a damaged body
     "FlexibleChecksumError": IntegrityError,
     **dict.fromkeys(
