@@ -54,8 +54,7 @@ def _write_file(root: str, key: str, data: bytes) -> None:
     try:
         os.write(fd, data)
         hashlib.md5(data, usedforsecurity=False).hexdigest()
-        if "nofsync" not in os.environ.get("BENCH_WRITE", ""):
-            os.fsync(fd)
+        os.fsync(fd)
     finally:
         os.close(fd)
     dest = os.path.join(root, "data", key)
@@ -93,9 +92,7 @@ async def _raw(env: dict[str, str], keys: list[str], concurrency: int,
                 async with session.get(url, headers=dict(req.headers.items())) as resp:
                     resp.raise_for_status()
                     data = await resp.read()
-                if write_to and "inline" in os.environ.get("BENCH_WRITE", ""):
-                    _write_file(write_to, key, data)
-                elif write_to:
+                if write_to:
                     await asyncio.to_thread(_write_file, write_to, key, data)
                 total += len(data)
 
@@ -118,7 +115,7 @@ async def _obstore(env: dict[str, str], keys: list[str], concurrency: int,
     todo = iter(requests)
     total = 0
 
-    async def worker() -> None:
+    async def worker(store: Any) -> None:
         nonlocal total
         for key, start, end in todo:
             if part_bytes:
@@ -127,7 +124,11 @@ async def _obstore(env: dict[str, str], keys: list[str], concurrency: int,
                 data = await (await obstore.get_async(store, key)).bytes_async()
             total += len(data)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(store) for _ in range(concurrency)))
+    # Let obstore's runtime settle before the loop closes: without this pause about one
+    # process in six aborted at exit (SIGABRT in a runtime thread after finalization began)
+    del store
+    await asyncio.sleep(0.01)
     return total
 
 
@@ -151,13 +152,6 @@ def _prefetch(env: dict[str, str], cache_dir: str, concurrency: int, part_bytes:
     out = io.StringIO()
     argv = ["prefetch", f"s3://{env['BENCH_BUCKET']}/{env['BENCH_PREFIX']}", "--cache-dir",
             cache_dir, "--concurrency", str(concurrency), "--output", "json", "-q"]
-    if os.environ.get("BENCH_GC_FREEZE"):
-        import gc
-
-        import botocore.session  # noqa: F401
-        import s3fs  # noqa: F401
-
-        gc.freeze()
     with contextlib.redirect_stdout(out):
         code = cli(argv)
     if code != 0:
@@ -205,14 +199,14 @@ def _run_child(reader: str, spec: dict[str, Any], env: dict[str, str], work: Pat
     spec_path = work / "spec.json"
     spec_path.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "benchmarks.cpu_per_object", "--child", reader, str(spec_path)]
-    if profile == "strace":
-        cmd = [os.environ.get("BENCH_WRAP", "/tmp/strace_child.sh"), *cmd]
+    if profile and profile.startswith("wrap="):  # e.g. wrap=strace -f -c -o /tmp/s.txt
+        cmd = [*profile[5:].split(), *cmd]
     elif profile:
         cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--rate", "250",
                "--format", "raw", "--gil", "-o", profile, "--", *cmd]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"{reader} failed: {out.stderr[-2000:]}")
+        raise RuntimeError(f"{reader} failed ({out.returncode}): {out.stderr[-2000:]}")
     # The cache dir stays until the whole benchmark ends: deleting thousands of files just
     # before the next reader creates its own makes ext4 skip the recently freed inodes one by
     # one (`recently_deleted` in the kernel's inode allocator), a cost of this benchmark's
@@ -224,7 +218,7 @@ def _run_child(reader: str, spec: dict[str, Any], env: dict[str, str], work: Pat
     return result
 
 
-def _summary(runs: list[dict[str, dict[str, Any]]], n_objects: int, nbytes: int) -> list[str]:
+def summary(runs: list[dict[str, dict[str, Any]]], n_objects: int, nbytes: int) -> list[str]:
     lines = [f"{n_objects} objects, {nbytes / 1e6:.0f} MB, {len(runs)} runs (median [min-max])",
              "| reader | CPU ms/object (work) | CPU ms/object (process) | MB/s | "
              "CPU / raw | MB/s / raw |", "|---|---|---|---|---|---|"]
@@ -244,6 +238,50 @@ def _summary(runs: list[dict[str, dict[str, Any]]], n_objects: int, nbytes: int)
     return lines
 
 
+def measure(dataset: Any, runs: int, readers: Sequence[str], concurrency: int = 64,
+            part_mib: int = 0, work_dir: str | None = None, direct: bool = False,
+            profile: str | None = None, log: Any = print) -> dict[str, Any]:
+    """Every reader once per run over `dataset` (a `DatasetSpec`); raw always included."""
+    from shardcache.testkit.benchstore import BUCKET, BenchStore
+    from shardcache.testkit.datasets import generate
+    from shardcache.testkit.proxy import ProxyConfig
+
+    objects = generate(dataset)
+    keys = sorted(objects)
+    readers = list(readers) if "raw" in readers else ["raw", *readers]
+    proxy = ProxyConfig(first_byte_delay_s=0.02, bandwidth_bytes_per_s=90e6)
+    with BenchStore(proxy) as store, \
+            tempfile.TemporaryDirectory(prefix="r11-", dir=work_dir) as tmp:
+        store.put(objects)
+        endpoint = store.direct if direct else store.cloud
+        assert endpoint is not None
+        env = {**os.environ, **endpoint.env, "BENCH_BUCKET": BUCKET,
+               "BENCH_PREFIX": dataset.name + "/", "AWS_ENDPOINT_URL": endpoint.url}
+        spec = {"keys": keys, "sizes": [len(objects[k]) for k in keys],
+                "concurrency": concurrency, "part_bytes": part_mib * 2**20,
+                "expect_bytes": sum(len(v) for v in objects.values())}
+        del objects
+        work = Path(tmp)
+        if profile:
+            out = Path("benchmarks/.profiles")
+            out.mkdir(exist_ok=True)
+            reader, _, tool = profile.partition(":")
+            dest = str(out / f"{reader}-{time.strftime('%H%M%S')}.txt")
+            log(f"{_run_child(reader, spec, env, work, tool or dest)} {dest}")
+            return {}
+        done: list[dict[str, dict[str, Any]]] = []
+        for i in range(runs):
+            order = readers[i % len(readers):] + readers[:i % len(readers)]
+            if "rerun" in order:  # an all-local re-run of this run's cold prefetch
+                order.remove("rerun")
+                order.insert(order.index("prefetch") + 1, "rerun")
+            done.append({r: _run_child(r, spec, env, work) for r in order})
+            log(json.dumps(done[-1]))
+    return {"endpoint": endpoint.label, "concurrency": concurrency, "part_mib": part_mib,
+            "objects": len(keys), "bytes": spec["expect_bytes"], "runs": done,
+            "dataset": dataset.describe()}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--child", nargs=2, metavar=("READER", "SPEC"))
@@ -256,52 +294,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work-dir", help="where cache dirs go (default: the temp dir); the file "
                    "system's cost of creating files is part of every figure")
     p.add_argument("--direct", action="store_true", help="moto without the cloud-like proxy")
-    p.add_argument("--profile", help="py-spy one reader (raw stacks into benchmarks/.profiles)")
+    p.add_argument("--profile", help="READER (py-spy raw stacks into benchmarks/.profiles) or "
+                   "READER:wrap=COMMAND (e.g. prefetch:wrap=strace -f -c -o /tmp/s.txt)")
     a = p.parse_args(argv)
     if a.child:
         child(*a.child)
         return
-    from shardcache.testkit.benchstore import BUCKET, BenchStore
-    from shardcache.testkit.datasets import generate, image_like, shard_like
-    from shardcache.testkit.proxy import ProxyConfig
+    from shardcache.testkit.datasets import image_like, shard_like
 
-    spec_ds = (shard_like(tuple(int(x) for x in a.shards.split(","))) if a.shards
+    dataset = (shard_like(tuple(int(x) for x in a.shards.split(","))) if a.shards
                else image_like(a.files))
-    objects = generate(spec_ds)
-    keys = sorted(objects)
-    readers = [r for r in a.readers.split(",") if r]
-    if "raw" not in readers:
-        readers.insert(0, "raw")
-    proxy = ProxyConfig(first_byte_delay_s=0.02, bandwidth_bytes_per_s=90e6)
-    with BenchStore(proxy) as store, \
-            tempfile.TemporaryDirectory(prefix="r11-", dir=a.work_dir) as tmp:
-        store.put(objects)
-        endpoint = store.direct if a.direct else store.cloud
-        assert endpoint is not None
-        env = {**os.environ, **endpoint.env, "BENCH_BUCKET": BUCKET,
-               "BENCH_PREFIX": spec_ds.name + "/", "AWS_ENDPOINT_URL": endpoint.url}
-        spec = {"keys": keys, "sizes": [len(objects[k]) for k in keys],
-                "concurrency": a.concurrency, "part_bytes": a.part_mib * 2**20,
-                "expect_bytes": sum(len(v) for v in objects.values())}
-        del objects
-        work = Path(tmp)
-        if a.profile:
-            out = Path("benchmarks/.profiles")
-            out.mkdir(exist_ok=True)
-            dest = out / f"{a.profile}-{time.strftime('%H%M%S')}.txt"
-            reader, _, tool = a.profile.partition(":")
-            print(_run_child(reader, spec, env, work, tool or str(dest)), dest)
-            return
-        runs = []
-        for i in range(a.runs):
-            order = readers[i % len(readers):] + readers[:i % len(readers)]
-            if "rerun" in order:  # an all-local re-run of this run's cold prefetch
-                order.remove("rerun")
-                order.insert(order.index("prefetch") + 1, "rerun")
-            runs.append({r: _run_child(r, spec, env, work) for r in order})
-            print(json.dumps(runs[-1]), flush=True)
-    print(f"{endpoint.label}; concurrency {a.concurrency}; part {a.part_mib} MiB")
-    print("\n".join(_summary(runs, len(keys), spec["expect_bytes"])))
+    res = measure(dataset, a.runs, [r for r in a.readers.split(",") if r], a.concurrency,
+                  a.part_mib, a.work_dir, a.direct, a.profile)
+    if res:
+        print(f"{res['endpoint']}; concurrency {a.concurrency}; part {a.part_mib} MiB")
+        print("\n".join(summary(res["runs"], res["objects"], res["bytes"])))
 
 
 if __name__ == "__main__":
