@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,57 @@ def _measure(url: str, bucket: str, what: str, server_pid: int, proxy: Any,
     return asyncio.run(go())
 
 
+def measure(keys: int, runs: int, sweep: Sequence[int], fast_xml: bool,
+            first_byte_ms: float = 20.0, log: Any = print) -> dict[str, Any]:
+    """Sequential and parallel listings of a synthesized `keys`-key prefix, `runs` times."""
+    from shardcache.testkit.proxy import ProxyConfig
+    from shardcache.testkit.proxyproc import ProxyProcess
+
+    cmd = [sys.executable, "-m", "benchmarks.listing_server", "--keys", str(keys)]
+    server = subprocess.Popen(cmd + ["--fast-xml"] * fast_xml, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert server.stdout is not None and server.stdin is not None
+    info = json.loads(server.stdout.readline())
+    log(json.dumps(info))
+    readers = ["sequential"] + [f"parallel x{c}" for c in sweep]
+    results: list[dict[str, dict[str, Any]]] = []
+    try:
+        cfg = ProxyConfig(first_byte_delay_s=first_byte_ms / 1000, bandwidth_bytes_per_s=None)
+        with ProxyProcess(info["url"], cfg) as proxy, tempfile.TemporaryDirectory() as tmp:
+            for run in range(runs):
+                order = readers if run % 2 == 0 else readers[::-1]
+                row = {w: _measure(proxy.url, info["bucket"], w, server.pid, proxy, Path(tmp))
+                       for w in order}
+                for r in row.values():
+                    if r["keys"] != keys:
+                        raise RuntimeError(f"{r['what']}: {r['keys']} keys, expected {keys}")
+                results.append(row)
+                log(json.dumps(row))
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+    return {"keys": keys, "first_byte_ms": first_byte_ms, "fast_xml": fast_xml,
+            "synthesis_s": info["synthesis_s"], "readers": readers, "runs": results}
+
+
+def summary(res: dict[str, Any]) -> list[str]:
+    out = [f"{res['keys']:,} keys, {res['first_byte_ms']:g} ms to first byte, "
+           f"{'template' if res['fast_xml'] else 'moto'} XML, {len(res['runs'])} runs "
+           "(median [min-max])", "",
+           "| listing | seconds | pages (proxy) | pages in series | client CPU s | "
+           "emulator CPU s | speed-up |", "|---|---|---|---|---|---|---|"]
+    runs = res["runs"]
+    for w in res["readers"]:
+        def col(k: str, w: str = w) -> str:
+            v = [r[w][k] for r in runs]
+            return f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]"
+        up = [r["sequential"]["seconds"] / r[w]["seconds"] for r in runs]
+        out.append(f"| {w} | {col('seconds')} | {col('proxy_requests')} | {col('depth')} | "
+                   f"{col('cpu_s')} | {col('server_cpu_s')} | {statistics.median(up):.2f} "
+                   f"[{min(up):.2f}-{max(up):.2f}] |")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--keys", type=int, default=1_000_000)
@@ -90,46 +142,9 @@ def main() -> None:
     p.add_argument("--first-byte-ms", type=float, default=20.0)
     p.add_argument("--fast-xml", action="store_true", help="see listing_server")
     a = p.parse_args()
-    from shardcache.testkit.proxy import ProxyConfig
-    from shardcache.testkit.proxyproc import ProxyProcess
-
-    cmd = [sys.executable, "-m", "benchmarks.listing_server", "--keys", str(a.keys)]
-    server = subprocess.Popen(cmd + ["--fast-xml"] * a.fast_xml, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert server.stdout is not None and server.stdin is not None
-    info = json.loads(server.stdout.readline())
-    print(json.dumps(info), flush=True)
-    readers = ["sequential"] + [f"parallel x{c}" for c in a.sweep.split(",")]
-    results: list[dict[str, dict[str, Any]]] = []
-    try:
-        cfg = ProxyConfig(first_byte_delay_s=a.first_byte_ms / 1000, bandwidth_bytes_per_s=None)
-        with ProxyProcess(info["url"], cfg) as proxy, tempfile.TemporaryDirectory() as tmp:
-            for run in range(a.runs):
-                order = readers if run % 2 == 0 else readers[::-1]
-                row = {w: _measure(proxy.url, info["bucket"], w, server.pid, proxy, Path(tmp))
-                       for w in order}
-                for r in row.values():
-                    if r["keys"] != a.keys:
-                        raise RuntimeError(f"{r['what']}: {r['keys']} keys, expected {a.keys}")
-                results.append(row)
-                print(json.dumps(row), flush=True)
-    finally:
-        server.stdin.close()
-        server.wait(timeout=30)
-    print(f"\n{a.keys:,} keys, {a.first_byte_ms:g} ms to first byte, "
-          f"{'template' if a.fast_xml else 'moto'} XML, {a.runs} runs (median [min-max])\n")
-    print("| listing | seconds | pages (proxy) | pages in series | client CPU s | "
-          "emulator CPU s | speed-up |")
-    print("|---|---|---|---|---|---|---|")
-    for w in readers:
-        def col(k: str, rows: list[dict[str, dict[str, Any]]] = results, w: str = w) -> str:
-            v = [r[w][k] for r in rows]
-            return f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]"
-        up = [r["sequential"]["seconds"] / r[w]["seconds"] for r in results]
-        print(f"| {w} | {col('seconds')} | {col('proxy_requests')} | {col('depth')} | "
-              f"{col('cpu_s')} | "
-              f"{col('server_cpu_s')} | {statistics.median(up):.2f} [{min(up):.2f}-"
-              f"{max(up):.2f}] |")
+    res = measure(a.keys, a.runs, [int(c) for c in a.sweep.split(",")], a.fast_xml,
+                  a.first_byte_ms)
+    print("\n".join(["", *summary(res)]))
 
 
 if __name__ == "__main__":

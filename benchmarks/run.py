@@ -23,7 +23,18 @@ from shardcache.testkit.datasets import generate, image_like, shard_like
 from shardcache.testkit.proxy import ProxyConfig
 from shardcache.testkit.readers import drop_page_cache, write_plain_copy
 
-from . import epochs, external, hitrate, machine, multireader, report, startup, throughput
+from . import (
+    cpu_per_object,
+    epochs,
+    external,
+    hitrate,
+    listing,
+    machine,
+    multireader,
+    report,
+    startup,
+    throughput,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,6 +55,12 @@ class Plan:
     r8_runs: int
     r8_seconds: float
     r3_runs: int
+    #: R11: small objects, each reader in its own process, `runs` times
+    r11_objects: int = 1000
+    #: R9: keys of the synthesized prefix, runs, and the parallel concurrencies swept
+    r9_keys: int = 1_000_000
+    r9_runs: int = 2
+    r9_sweep: tuple[int, ...] = (16, 32)
 
 
 FULL = Plan(images=1500, shards_mib=(64, 128, 256), runs=3, r4_images=400, r4_epochs=3,
@@ -51,7 +68,8 @@ FULL = Plan(images=1500, shards_mib=(64, 128, 256), runs=3, r4_images=400, r4_ep
             r7_objects=1_000_000, r7_watch_s=10.0, r8_runs=3, r8_seconds=10.0, r3_runs=5)
 QUICK = Plan(images=300, shards_mib=(64,), runs=1, r4_images=150, r4_epochs=3,
              r5_objects=3000, r5_engine_objects=300, r5_epochs=4, r6_readers=3,
-             r7_objects=50_000, r7_watch_s=2.0, r8_runs=1, r8_seconds=3.0, r3_runs=2)
+             r7_objects=50_000, r7_watch_s=2.0, r8_runs=1, r8_seconds=3.0, r3_runs=2,
+             r11_objects=300, r9_keys=50_000, r9_runs=1, r9_sweep=(16,))
 
 
 def log(msg: str) -> None:
@@ -65,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bandwidth-mbps", type=float, default=90.0, help="per connection, MB/s")
     p.add_argument("--date", default=datetime.date.today().isoformat())
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--only", help="comma-separated parts: throughput,r3,r4,r5,r6,r7,r8")
+    p.add_argument("--only", help="comma-separated parts: throughput,r3,r4,r5,r6,r7,r8,r9,"
+                   "r11")
     p.add_argument("--report-only", type=Path, help="rewrite the report from a results JSON")
     a = p.parse_args(argv)
     if a.report_only:
@@ -74,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = QUICK if a.quick else FULL
     parts = set(a.only.split(",")) if a.only else {"throughput", "r3", "r4", "r5", "r6", "r7",
-                                                    "r8"}
+                                                    "r8", "r9", "r11"}
     proxy = ProxyConfig(first_byte_delay_s=a.first_byte_ms / 1000,
                         bandwidth_bytes_per_s=a.bandwidth_mbps * 1e6)
     started = time.perf_counter()
@@ -166,6 +185,15 @@ def _local(plan: Plan, work: Path, parts: set[str], results: dict[str, Any]) -> 
     if "r8" in parts:
         log("R8: webhook review latency (benchmarks/webhook_latency.py)")
         results["r8"] = _guarded(lambda: external.webhook_latency(plan.r8_runs, plan.r8_seconds))
+    if "r11" in parts:
+        log(f"R11: CPU per object, {plan.r11_objects} small objects, {plan.runs} runs")
+        results["r11"] = _guarded(lambda: cpu_per_object.measure(
+            image_like(plan.r11_objects), plan.runs, cpu_per_object.READERS,
+            log=lambda m: None))
+    if "r9" in parts:
+        log(f"R9: listing {plan.r9_keys:,} keys, sequential vs parallel")
+        results["r9"] = _guarded(lambda: listing.measure(
+            plan.r9_keys, plan.r9_runs, plan.r9_sweep, fast_xml=True, log=lambda m: None))
     if "r3" in parts:
         log("R3: warm reads through the client (benchmarks/client_read.py)")
         results["r3"] = _guarded(lambda: external.client_read(plan.r3_runs))
