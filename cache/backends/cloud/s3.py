@@ -183,18 +183,23 @@ def _plain_path(key: str) -> bool:
 def parse_list_page(body: bytes) -> Page:
     """A ListObjectsV2 response (`encoding-type=url`) as a `Page` (pure)."""
     root = ET.fromstring(body)
-    unquote = urllib.parse.unquote_plus
     objects, last = [], None
+    key_tag, size_tag, etag_tag = _NS + "Key", _NS + "Size", _NS + "ETag"
     for item in root.iter(_NS + "Contents"):
-        key = unquote(item.findtext(_NS + "Key") or "")
-        size = int(item.findtext(_NS + "Size") or 0)
+        key = _unquote(item.findtext(key_tag) or "")
+        size = int(item.findtext(size_tag) or 0)
         last = key
         if not is_placeholder(key, size):
-            objects.append(_s3_info(key, size, item.findtext(_NS + "ETag") or ""))
-    prefixes = [unquote(p.findtext(_NS + "Prefix") or "")
+            objects.append(_s3_info(key, size, item.findtext(etag_tag) or ""))
+    prefixes = [_unquote(p.findtext(_NS + "Prefix") or "")
                 for p in root.iter(_NS + "CommonPrefixes")]
     truncated = (root.findtext(_NS + "IsTruncated") or "").lower() == "true"
     return Page(objects=objects, prefixes=prefixes, truncated=truncated, last_key=last)
+
+
+def _unquote(text: str) -> str:
+    """`encoding-type=url` decoding; most keys need none (a tenth of a page's parse time)."""
+    return urllib.parse.unquote_plus(text) if "%" in text or "+" in text else text
 
 
 def _s3_error(status: int, body: bytes) -> HttpStatusError:
