@@ -54,7 +54,7 @@ async def _parallel(backend: Any, concurrency: int) -> tuple[int, int]:
 def _measure(url: str, bucket: str, what: str, server_pid: int, proxy: Any,
              work: Path) -> dict[str, Any]:
     import psutil
-    from shardcache.backends.fsspec_adapter import open_backend
+    from shardcache.backends.cloud import open_backend
     from shardcache.config import Config
     from shardcache.urls import parse_url
 

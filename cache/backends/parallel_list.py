@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from ..config import RetryPolicy
-from ..errors import IntegrityError, UnavailableError, VersionChangedError
 from ..listing_plan import ListingPlan, seed_ranges
+from ..retry import Level, Retry
 from .base import ObjectInfo
 
 T = TypeVar("T")
@@ -59,29 +58,26 @@ class ListingStats:
     ranges: list[int] = field(default_factory=list)
 
 
-def _retryable(error: BaseException) -> bool:
-    if isinstance(error, VersionChangedError):
-        return False
-    return isinstance(error, (UnavailableError, IntegrityError, TimeoutError))
-
-
-async def _retried(call: Callable[[], Awaitable[T]], policy: RetryPolicy,
+async def _retried(call: Callable[[], Awaitable[T]], retry: Retry,
                    stats: ListingStats) -> T:
-    attempt = 1
+    """`call()` with the request budget of `retry`, as every GET has (`Level.REQUEST`)."""
+    budget: Retry | None = retry
     while True:
         try:
             stats.requests += 1
             return await call()
         except Exception as e:
-            if not policy.should_retry(attempt, _retryable(e)):
+            assert budget is not None
+            after = budget.increment(e, Level.REQUEST)
+            if after is None:
                 raise
             stats.retries += 1
-            await asyncio.sleep(policy.backoff_s(attempt, random.random()))
-            attempt += 1
+            await asyncio.sleep(budget.backoff_s(random.random()))
+            budget = after
 
 
 async def list_parallel(lister: PageLister, prefix: str, concurrency: int,
-                        retry: RetryPolicy, stats: ListingStats | None = None,
+                        retry: Retry, stats: ListingStats | None = None,
                         page_keys: int = PAGE_KEYS) -> list[ObjectInfo]:
     """Every object under `prefix`, in key order, listed `concurrency` pages at a time."""
     stats = stats if stats is not None else ListingStats()

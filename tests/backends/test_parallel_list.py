@@ -8,9 +8,9 @@ import asyncio
 import boto3
 import pytest
 from backend_stores import make_config
-from shardcache.backends.fsspec_adapter import open_backend
+from shardcache.backends.cloud import open_backend
 from shardcache.backends.parallel_list import ListingStats, list_parallel
-from shardcache.config import RetryPolicy
+from shardcache.retry import Retry
 from shardcache.testkit.proxy import CloudProxy, FaultConfig, FaultRule, ProxyConfig
 from shardcache.urls import parse_url
 
@@ -29,7 +29,7 @@ def sequential(endpoint: str, bucket: str, prefix: str) -> list[tuple[str, int, 
 
 def parallel(bucket: str, prefix: str, tmp_path, stats: ListingStats,
              concurrency: int = 8) -> list[tuple[str, int, str]]:
-    config = make_config(tmp_path).with_(retry=RetryPolicy(max_attempts=8, base_backoff_s=0.01))
+    config = make_config(tmp_path).with_(retry=Retry(max_attempts=8, base_backoff_s=0.01))
 
     async def go() -> list[tuple[str, int, str]]:
         backend = await open_backend(parse_url(f"s3://{bucket}/"), config)

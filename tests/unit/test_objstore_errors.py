@@ -1,7 +1,7 @@
 """obstore's `GenericError` text as an answer the adapter's error table can judge (pure)."""
 
-from shardcache.backends.fsspec_adapter.error_table import classify
-from shardcache.backends.objstore import http_error
+from shardcache.backends.cloud.error_table import classify
+from shardcache.backends.cloud.objstore import http_error
 from shardcache.errors import AccessDeniedError, UnavailableError, VersionChangedError
 
 SLOWDOWN = (

@@ -18,9 +18,9 @@ import urllib.parse
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from .. import objstore
 from ..base import Checksum, ObjectInfo
 from ..parallel_list import Page, list_parallel
+from . import objstore
 from ._common import Guarded, clip, is_placeholder
 from .error_table import HttpStatusError
 

@@ -11,7 +11,7 @@ What the adapter keeps: the endpoint, addressing style and region come from boto
 endpoint resolution (see s3.py), and credentials from botocore's credential chain through
 obstore's `credential_provider` (refreshable ones are re-read before they expire), so obstore
 reaches exactly what the aiobotocore client would. obstore's own retries are off: the engine's
-`RetryPolicy` is the only retry layer. Errors leave through the adapter's one table, which
+`Retry` budget is the only retry layer. Errors leave through the adapter's one table, which
 knows obstore's exception names.
 """
 
@@ -21,10 +21,9 @@ import datetime
 import inspect
 import re
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .fsspec_adapter.error_table import HttpStatusError
+from .error_table import HttpStatusError
 
 #: credentials that expire are handed to obstore as expiring this much earlier, so a request
 #: is never signed with credentials about to lapse
@@ -90,8 +89,6 @@ def http_error(message: str) -> HttpStatusError | None:
     """The HTTP status and service error code in an obstore `GenericError`'s text (pure), so
     the error table decides as for any other answer (a 503 SlowDown is transient, a 400 not);
     None when the request got no answer at all (a reset, a timeout)."""
-    from .fsspec_adapter.error_table import HttpStatusError
-
     status = _STATUS.search(message)
     if status is None:
         return None
