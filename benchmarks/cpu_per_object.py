@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 READERS = ("raw", "raw+write", "obstore", "prefetch", "rerun")
+#: with `--base REF`, reader `prefetch@base` is the prefetch of an earlier commit
 #: the cache dir of the last `prefetch` child, which a `rerun` child prefetches again
 _LAST_PREFETCH: list[str] = []
 
@@ -197,8 +198,12 @@ def _run_child(reader: str, spec: dict[str, Any], env: dict[str, str], work: Pat
         _LAST_PREFETCH.append(cache_dir)
     spec = dict(spec, cache_dir=cache_dir)
     spec_path = work / "spec.json"
+    if reader == "prefetch@base" and not (work / "base").exists():
+        raise RuntimeError("prefetch@base needs --base REF")
     spec_path.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "benchmarks.cpu_per_object", "--child", reader, str(spec_path)]
+    if reader == "prefetch@base":  # the same CLI from the `--base` commit's source
+        env = {**env, "PYTHONPATH": str(work / "base")}
     if profile and profile.startswith("wrap="):  # e.g. wrap=strace -f -c -o /tmp/s.txt
         cmd = [*profile[5:].split(), *cmd]
     elif profile:
@@ -227,7 +232,7 @@ def summary(runs: list[dict[str, dict[str, Any]]], n_objects: int, nbytes: int) 
         return (f"{statistics.median(vals):.{digits}f} "
                 f"[{min(vals):.{digits}f}-{max(vals):.{digits}f}]")
 
-    for reader in [r for r in READERS if r in runs[0]]:
+    for reader in [r for r in (*READERS, "prefetch@base") if r in runs[0]]:
         cpu = [1000 * r[reader]["cpu_s"] / n_objects for r in runs]
         proc = [1000 * r[reader]["process_cpu_s"] / n_objects for r in runs]
         mbs = [nbytes / r[reader]["wall_s"] / 1e6 for r in runs]
@@ -238,9 +243,21 @@ def summary(runs: list[dict[str, dict[str, Any]]], n_objects: int, nbytes: int) 
     return lines
 
 
+def _export_base(ref: str, dest: Path) -> None:
+    """The shardcache package as of commit `ref`, importable from `dest` (PYTHONPATH), so
+    that `prefetch@base` measures the code before a change in the same run as after it."""
+    src = dest / "src"
+    src.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref, "cache"], capture_output=True, check=True,
+                             cwd=Path(__file__).resolve().parent.parent).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    (dest / "shardcache").symlink_to(src / "cache")
+
+
 def measure(dataset: Any, runs: int, readers: Sequence[str], concurrency: int = 64,
             part_mib: int = 0, work_dir: str | None = None, direct: bool = False,
-            profile: str | None = None, log: Any = print) -> dict[str, Any]:
+            profile: str | None = None, log: Any = print,
+            base: str | None = None) -> dict[str, Any]:
     """Every reader once per run over `dataset` (a `DatasetSpec`); raw always included."""
     from shardcache.testkit.benchstore import BUCKET, BenchStore
     from shardcache.testkit.datasets import generate
@@ -262,6 +279,8 @@ def measure(dataset: Any, runs: int, readers: Sequence[str], concurrency: int = 
                 "expect_bytes": sum(len(v) for v in objects.values())}
         del objects
         work = Path(tmp)
+        if base:
+            _export_base(base, work / "base")
         if profile:
             out = Path("benchmarks/.profiles")
             out.mkdir(exist_ok=True)
@@ -294,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work-dir", help="where cache dirs go (default: the temp dir); the file "
                    "system's cost of creating files is part of every figure")
     p.add_argument("--direct", action="store_true", help="moto without the cloud-like proxy")
+    p.add_argument("--base", help="a commit whose prefetch runs as reader prefetch@base")
     p.add_argument("--profile", help="READER (py-spy raw stacks into benchmarks/.profiles) or "
                    "READER:wrap=COMMAND (e.g. prefetch:wrap=strace -f -c -o /tmp/s.txt)")
     a = p.parse_args(argv)
@@ -305,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = (shard_like(tuple(int(x) for x in a.shards.split(","))) if a.shards
                else image_like(a.files))
     res = measure(dataset, a.runs, [r for r in a.readers.split(",") if r], a.concurrency,
-                  a.part_mib, a.work_dir, a.direct, a.profile)
+                  a.part_mib, a.work_dir, a.direct, a.profile, base=a.base)
     if res:
         print(f"{res['endpoint']}; concurrency {a.concurrency}; part {a.part_mib} MiB")
         print("\n".join(summary(res["runs"], res["objects"], res["bytes"])))

@@ -241,11 +241,10 @@ class Fetcher:
         store, layout = self._store, self._store.layout
         segments = layout.store_segments(url)
         try:
-            # Both steps inside the `try`: a cancellation while either runs in its thread must
+            # Inside the `try`: a cancellation while the steps run in the index thread must
             # still discard the staging file and the row this download wrote (and only that
             # row: it is matched by inode, so an older published version keeps its entry).
-            await store.call(store.record_pending, url.store, info, fin, rid)
-            await self.io(files.publish, layout, staging, segments, info.key)
+            await store.call(store.publish, url, info, fin, rid, staging)
         except BaseException as e:
             await asyncio.shield(store.call(store.forget_if_inode, url.store, info.key, fin.ino))
             await asyncio.shield(self.io(files.discard, layout, staging))
@@ -255,4 +254,3 @@ class Fetcher:
                     f"{e.strerror}; something other than a plain directory is in the way (run "
                     "`shardcache verify`)") from e
             raise
-        await store.call(store.mark_ready, url.store, info.key)

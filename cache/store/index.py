@@ -119,6 +119,8 @@ class Index:
     """One connection to the index. Not thread-safe: the engine owns it from one thread."""
 
     def __init__(self, path: Path) -> None:
+        #: this process's pid and start time, the owner written on its reservations
+        self._me = (0, 0)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE where it matters)
         self._db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
@@ -265,8 +267,9 @@ class Index:
 
     def add_reservation(self, rid: str, nbytes: int) -> None:
         pid = os.getpid()
-        self._db.execute("INSERT INTO reservations VALUES (?,?,?,?)",
-                         (rid, pid, process_start_ticks(pid), nbytes))
+        if self._me[0] != pid:  # read /proc once per process, not once per object
+            self._me = (pid, process_start_ticks(pid))
+        self._db.execute("INSERT INTO reservations VALUES (?,?,?,?)", (rid, *self._me, nbytes))
 
     def drop_reservation(self, rid: str) -> None:
         self._db.execute("DELETE FROM reservations WHERE id=?", (rid,))
