@@ -111,7 +111,11 @@ def measure(keys: int, runs: int, sweep: Sequence[int], fast_xml: bool,
                 log(json.dumps(row))
     finally:
         server.stdin.close()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # moto's threaded server can be slow to stop
+            server.kill()
+            server.wait(timeout=30)
     return {"keys": keys, "first_byte_ms": first_byte_ms, "fast_xml": fast_xml,
             "synthesis_s": info["synthesis_s"], "readers": readers, "runs": results}
 
