@@ -116,6 +116,15 @@ def _r11(r11: Any, add: Any) -> None:
         "rename) / raw GET", vs_raw("raw+write"), 1.5, text="-")
     add("R11 ref", "obstore get_async / raw aiohttp GET (CPU per object)", vs_raw("obstore"),
         1.5, text="-")
+    # R1 for small objects from the same runs: end to end (start-up and listing included),
+    # and the transfer alone (the cold prefetch less its all-local re-run)
+    both = [r for r in runs if "prefetch" in r and "rerun" in r]
+    add("R1", f"cold prefetch rate / raw GET x64, {r11['objects']} small objects, end to end "
+        "(R11 runs, cloud-like proxy)", spread([r["raw"]["wall_s"] / r["prefetch"]["wall_s"]
+                                               for r in both]), 0.9)
+    add("R1", "the same, transfer only (cold prefetch less its all-local re-run)",
+        spread([r["raw"]["wall_s"] / max(1e-9, r["prefetch"]["wall_s"] - r["rerun"]["wall_s"])
+                for r in both]), 0.9)
 
 
 def _r4(r4: Any, add: Any) -> None:
