@@ -26,10 +26,8 @@ Readers:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,156 +37,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+#: the readers, in `cpu_children.py`; with `--base REF` also `prefetch@base`, the prefetch of an
+#: earlier commit measured in the same run
 READERS = ("raw", "raw+write", "obstore", "prefetch", "rerun")
-#: with `--base REF`, reader `prefetch@base` is the prefetch of an earlier commit
 #: the cache dir of the last `prefetch` child, which a `rerun` child prefetches again
 _LAST_PREFETCH: list[str] = []
 
 
-def _write_file(root: str, key: str, data: bytes) -> None:
-    """What any cache must do with an object at least: a new file, its bytes, their MD5
-    (the store's ETag check), fsync, and a rename into the mirror."""
-    import hashlib
-
-    tmp = os.path.join(root, "staging", key.replace("/", "_") + ".part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-    try:
-        os.write(fd, data)
-        hashlib.md5(data, usedforsecurity=False).hexdigest()
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    dest = os.path.join(root, "data", key)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    os.rename(tmp, dest)
-
-
-# -- children ---------------------------------------------------------------------------------
-
-async def _raw(env: dict[str, str], keys: list[str], concurrency: int,
-               part_bytes: int, sizes: list[int], write_to: str = "") -> int:
-    import aiohttp
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    creds = Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
-    base = f"{env['AWS_ENDPOINT_URL']}/{env['BENCH_BUCKET']}/"
-    requests = [(k, s, min(s + (part_bytes or size), size))
-                for k, size in zip(keys, sizes, strict=True)
-                for s in range(0, size, part_bytes or max(size, 1))]
-    todo = iter(requests)
-    total = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=300)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     auto_decompress=False) as session:
-        async def worker() -> None:
-            nonlocal total
-            for key, start, end in todo:
-                url = base + key
-                req = AWSRequest(method="GET", url=url,
-                                 headers={"Range": f"bytes={start}-{end - 1}"})
-                S3SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
-                async with session.get(url, headers=dict(req.headers.items())) as resp:
-                    resp.raise_for_status()
-                    data = await resp.read()
-                if write_to:
-                    await asyncio.to_thread(_write_file, write_to, key, data)
-                total += len(data)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return total
-
-
-async def _obstore(env: dict[str, str], keys: list[str], concurrency: int,
-                   part_bytes: int, sizes: list[int]) -> int:
-    import obstore
-    from obstore.store import S3Store
-
-    store = S3Store(env["BENCH_BUCKET"], endpoint=env["AWS_ENDPOINT_URL"],
-                    access_key_id=env["AWS_ACCESS_KEY_ID"],
-                    secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region="us-east-1",
-                    client_options={"allow_http": True, "timeout": "300s"})
-    requests = [(k, s, min(s + (part_bytes or size), size))
-                for k, size in zip(keys, sizes, strict=True)
-                for s in range(0, size, part_bytes or max(size, 1))]
-    todo = iter(requests)
-    total = 0
-
-    async def worker(store: Any) -> None:
-        nonlocal total
-        for key, start, end in todo:
-            if part_bytes:
-                data = await obstore.get_range_async(store, key, start=start, end=end)
-            else:
-                data = await (await obstore.get_async(store, key)).bytes_async()
-            total += len(data)
-
-    await asyncio.gather(*(worker(store) for _ in range(concurrency)))
-    # Let obstore's runtime settle before the loop closes: without this pause about one
-    # process in six aborted at exit (SIGABRT in a runtime thread after finalization began)
-    del store
-    await asyncio.sleep(0.01)
-    return total
-
-
-def _prefetch(env: dict[str, str], cache_dir: str, concurrency: int, part_bytes: int) -> int:
-    """`shardcache prefetch URL --output json` in this process, exactly as the CLI runs it."""
-    import contextlib
-    import io
-
-    from shardcache.cli.main import main as cli
-
-    if part_bytes:  # the knobs a sweep turns, which the CLI has no flags for
-        from shardcache.config import Config
-
-        plain = Config.from_env
-
-        def with_parts(env: Any, **overrides: Any) -> Config:
-            return plain(env, **overrides).with_(part_size_bytes=part_bytes,
-                                                 multipart_threshold_bytes=part_bytes)
-
-        Config.from_env = with_parts  # type: ignore[method-assign]
-    out = io.StringIO()
-    argv = ["prefetch", f"s3://{env['BENCH_BUCKET']}/{env['BENCH_PREFIX']}", "--cache-dir",
-            cache_dir, "--concurrency", str(concurrency), "--output", "json", "-q"]
-    with contextlib.redirect_stdout(out):
-        code = cli(argv)
-    if code != 0:
-        raise RuntimeError(f"prefetch exited {code}: {out.getvalue()[-2000:]}")
-    return int(json.loads(out.getvalue())["bytes_downloaded"])
-
-
-def child(reader: str, spec_path: str) -> None:
-    """Run one reader and print one JSON line: work CPU, process CPU, wall, bytes."""
-    spec = json.loads(Path(spec_path).read_text())
-    env = dict(os.environ)
-    keys, sizes = spec["keys"], spec["sizes"]
-    conc, part = spec["concurrency"], spec["part_bytes"]
-    ru0 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    if reader == "raw":
-        got = asyncio.run(_raw(env, keys, conc, part, sizes))
-    elif reader == "raw+write":
-        os.makedirs(os.path.join(spec["cache_dir"], "staging"))
-        got = asyncio.run(_raw(env, keys, conc, part, sizes, spec["cache_dir"]))
-    elif reader == "obstore":
-        got = asyncio.run(_obstore(env, keys, conc, part, sizes))
-    else:
-        got = _prefetch(env, spec["cache_dir"], conc, part)
-        got = spec["expect_bytes"] if reader == "rerun" and got == 0 else got
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"reader": reader, "cpu_s": cpu, "wall_s": wall, "bytes": got,
-                      "process_cpu_s": ru.ru_utime + ru.ru_stime,
-                      "sys_s": ru.ru_stime - ru0.ru_stime}))
-
-
-# -- parent -----------------------------------------------------------------------------------
-
-def _run_child(reader: str, spec: dict[str, Any], env: dict[str, str], work: Path,
-               profile: str | None = None) -> dict[str, Any]:
+def _run_child(
+    reader: str, spec: dict[str, Any], env: dict[str, str], work: Path, profile: str | None = None
+) -> dict[str, Any]:
     cache_dir = str(work / f"cache-{reader}-{time.monotonic_ns()}")
     if reader == "rerun":
         if not _LAST_PREFETCH:
@@ -201,14 +59,25 @@ def _run_child(reader: str, spec: dict[str, Any], env: dict[str, str], work: Pat
     if reader == "prefetch@base" and not (work / "base").exists():
         raise RuntimeError("prefetch@base needs --base REF")
     spec_path.write_text(json.dumps(spec))
-    cmd = [sys.executable, "-m", "benchmarks.cpu_per_object", "--child", reader, str(spec_path)]
+    cmd = [sys.executable, "-m", "benchmarks.cpu_children", reader, str(spec_path)]
     if reader == "prefetch@base":  # the same CLI from the `--base` commit's source
         env = {**env, "PYTHONPATH": str(work / "base")}
     if profile and profile.startswith("wrap="):  # e.g. wrap=strace -f -c -o /tmp/s.txt
         cmd = [*profile[5:].split(), *cmd]
     elif profile:
-        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--rate", "250",
-               "--format", "raw", "--gil", "-o", profile, "--", *cmd]
+        cmd = [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--gil",
+            "-o",
+            profile,
+            "--",
+            *cmd,
+        ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{reader} failed ({out.returncode}): {out.stderr[-2000:]}")
@@ -224,13 +93,17 @@ def _run_child(reader: str, spec: dict[str, Any], env: dict[str, str], work: Pat
 
 
 def summary(runs: list[dict[str, dict[str, Any]]], n_objects: int, nbytes: int) -> list[str]:
-    lines = [f"{n_objects} objects, {nbytes / 1e6:.0f} MB, {len(runs)} runs (median [min-max])",
-             "| reader | CPU ms/object (work) | CPU ms/object (process) | MB/s | "
-             "CPU / raw | MB/s / raw |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"{n_objects} objects, {nbytes / 1e6:.0f} MB, {len(runs)} runs (median [min-max])",
+        "| reader | CPU ms/object (work) | CPU ms/object (process) | MB/s | "
+        "CPU / raw | MB/s / raw |",
+        "|---|---|---|---|---|---|",
+    ]
 
     def fmt(vals: Sequence[float], digits: int = 2) -> str:
-        return (f"{statistics.median(vals):.{digits}f} "
-                f"[{min(vals):.{digits}f}-{max(vals):.{digits}f}]")
+        return (
+            f"{statistics.median(vals):.{digits}f} [{min(vals):.{digits}f}-{max(vals):.{digits}f}]"
+        )
 
     for reader in [r for r in (*READERS, "prefetch@base") if r in runs[0]]:
         cpu = [1000 * r[reader]["cpu_s"] / n_objects for r in runs]
@@ -238,8 +111,10 @@ def summary(runs: list[dict[str, dict[str, Any]]], n_objects: int, nbytes: int) 
         mbs = [nbytes / r[reader]["wall_s"] / 1e6 for r in runs]
         cratio = [r[reader]["cpu_s"] / r["raw"]["cpu_s"] for r in runs]
         tratio = [r["raw"]["wall_s"] / r[reader]["wall_s"] for r in runs]
-        lines.append(f"| {reader} | {fmt(cpu)} | {fmt(proc)} | {fmt(mbs, 0)} | "
-                     f"{fmt(cratio)} | {fmt(tratio)} |")
+        lines.append(
+            f"| {reader} | {fmt(cpu)} | {fmt(proc)} | {fmt(mbs, 0)} | "
+            f"{fmt(cratio)} | {fmt(tratio)} |"
+        )
     return lines
 
 
@@ -248,16 +123,28 @@ def _export_base(ref: str, dest: Path) -> None:
     that `prefetch@base` measures the code before a change in the same run as after it."""
     src = dest / "src"
     src.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", ref, "cache"], capture_output=True, check=True,
-                             cwd=Path(__file__).resolve().parent.parent).stdout
+    archive = subprocess.run(
+        ["git", "archive", ref, "cache"],
+        capture_output=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
     (dest / "shardcache").symlink_to(src / "cache")
 
 
-def measure(dataset: Any, runs: int, readers: Sequence[str], concurrency: int = 64,
-            part_mib: int = 0, work_dir: str | None = None, direct: bool = False,
-            profile: str | None = None, log: Any = print,
-            base: str | None = None) -> dict[str, Any]:
+def measure(
+    dataset: Any,
+    runs: int,
+    readers: Sequence[str],
+    concurrency: int = 64,
+    part_mib: int = 0,
+    work_dir: str | None = None,
+    direct: bool = False,
+    profile: str | None = None,
+    log: Any = print,
+    base: str | None = None,
+) -> dict[str, Any]:
     """Every reader once per run over `dataset` (a `DatasetSpec`); raw always included."""
     from shardcache.testkit.benchstore import BUCKET, BenchStore
     from shardcache.testkit.datasets import generate
@@ -267,16 +154,27 @@ def measure(dataset: Any, runs: int, readers: Sequence[str], concurrency: int = 
     keys = sorted(objects)
     readers = list(readers) if "raw" in readers else ["raw", *readers]
     proxy = ProxyConfig(first_byte_delay_s=0.02, bandwidth_bytes_per_s=90e6)
-    with BenchStore(proxy) as store, \
-            tempfile.TemporaryDirectory(prefix="r11-", dir=work_dir) as tmp:
+    with (
+        BenchStore(proxy) as store,
+        tempfile.TemporaryDirectory(prefix="r11-", dir=work_dir) as tmp,
+    ):
         store.put(objects)
         endpoint = store.direct if direct else store.cloud
         assert endpoint is not None
-        env = {**os.environ, **endpoint.env, "BENCH_BUCKET": BUCKET,
-               "BENCH_PREFIX": dataset.name + "/", "AWS_ENDPOINT_URL": endpoint.url}
-        spec = {"keys": keys, "sizes": [len(objects[k]) for k in keys],
-                "concurrency": concurrency, "part_bytes": part_mib * 2**20,
-                "expect_bytes": sum(len(v) for v in objects.values())}
+        env = {
+            **os.environ,
+            **endpoint.env,
+            "BENCH_BUCKET": BUCKET,
+            "BENCH_PREFIX": dataset.name + "/",
+            "AWS_ENDPOINT_URL": endpoint.url,
+        }
+        spec = {
+            "keys": keys,
+            "sizes": [len(objects[k]) for k in keys],
+            "concurrency": concurrency,
+            "part_bytes": part_mib * 2**20,
+            "expect_bytes": sum(len(v) for v in objects.values()),
+        }
         del objects
         work = Path(tmp)
         if base:
@@ -290,42 +188,60 @@ def measure(dataset: Any, runs: int, readers: Sequence[str], concurrency: int = 
             return {}
         done: list[dict[str, dict[str, Any]]] = []
         for i in range(runs):
-            order = readers[i % len(readers):] + readers[:i % len(readers)]
+            order = readers[i % len(readers) :] + readers[: i % len(readers)]
             if "rerun" in order:  # an all-local re-run of this run's cold prefetch
                 order.remove("rerun")
                 order.insert(order.index("prefetch") + 1, "rerun")
             done.append({r: _run_child(r, spec, env, work) for r in order})
             log(json.dumps(done[-1]))
-    return {"endpoint": endpoint.label, "concurrency": concurrency, "part_mib": part_mib,
-            "objects": len(keys), "bytes": spec["expect_bytes"], "runs": done,
-            "dataset": dataset.describe()}
+    return {
+        "endpoint": endpoint.label,
+        "concurrency": concurrency,
+        "part_mib": part_mib,
+        "objects": len(keys),
+        "bytes": spec["expect_bytes"],
+        "runs": done,
+        "dataset": dataset.describe(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--child", nargs=2, metavar=("READER", "SPEC"))
     p.add_argument("--files", type=int, default=1000, help="image-like objects (90-130 KiB)")
     p.add_argument("--shards", default="", help="large objects instead: sizes in MiB, e.g. 64,128")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--part-mib", type=int, default=0, help="ranged parts for large objects")
     p.add_argument("--readers", default=",".join(READERS))
-    p.add_argument("--work-dir", help="where cache dirs go (default: the temp dir); the file "
-                   "system's cost of creating files is part of every figure")
+    p.add_argument(
+        "--work-dir",
+        help="where cache dirs go (default: the temp dir); the file "
+        "system's cost of creating files is part of every figure",
+    )
     p.add_argument("--direct", action="store_true", help="moto without the cloud-like proxy")
     p.add_argument("--base", help="a commit whose prefetch runs as reader prefetch@base")
-    p.add_argument("--profile", help="READER (py-spy raw stacks into benchmarks/.profiles) or "
-                   "READER:wrap=COMMAND (e.g. prefetch:wrap=strace -f -c -o /tmp/s.txt)")
+    p.add_argument(
+        "--profile",
+        help="READER (py-spy raw stacks into benchmarks/.profiles) or "
+        "READER:wrap=COMMAND (e.g. prefetch:wrap=strace -f -c -o /tmp/s.txt)",
+    )
     a = p.parse_args(argv)
-    if a.child:
-        child(*a.child)
-        return
     from shardcache.testkit.datasets import image_like, shard_like
 
-    dataset = (shard_like(tuple(int(x) for x in a.shards.split(","))) if a.shards
-               else image_like(a.files))
-    res = measure(dataset, a.runs, [r for r in a.readers.split(",") if r], a.concurrency,
-                  a.part_mib, a.work_dir, a.direct, a.profile, base=a.base)
+    dataset = (
+        shard_like(tuple(int(x) for x in a.shards.split(","))) if a.shards else image_like(a.files)
+    )
+    res = measure(
+        dataset,
+        a.runs,
+        [r for r in a.readers.split(",") if r],
+        a.concurrency,
+        a.part_mib,
+        a.work_dir,
+        a.direct,
+        a.profile,
+        base=a.base,
+    )
     if res:
         print(f"{res['endpoint']}; concurrency {a.concurrency}; part {a.part_mib} MiB")
         print("\n".join(summary(res["runs"], res["objects"], res["bytes"])))

@@ -51,16 +51,24 @@ async def _parallel(backend: Any, concurrency: int) -> tuple[int, int]:
     return len(keys), stats.depth
 
 
-def _measure(url: str, bucket: str, what: str, server_pid: int, proxy: Any,
-             work: Path) -> dict[str, Any]:
+def _measure(
+    url: str, bucket: str, what: str, server_pid: int, proxy: Any, work: Path
+) -> dict[str, Any]:
     import psutil
     from shardcache.backends.cloud import open_backend
     from shardcache.config import Config
     from shardcache.urls import parse_url
 
-    config = Config(cache_dir=work, backend_options={"s3": {
-        "key": "testing", "secret": "testing",
-        "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"}}})
+    config = Config(
+        cache_dir=work,
+        backend_options={
+            "s3": {
+                "key": "testing",
+                "secret": "testing",
+                "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"},
+            }
+        },
+    )
     server = psutil.Process(server_pid)
 
     async def go() -> dict[str, Any]:
@@ -73,25 +81,41 @@ def _measure(url: str, bucket: str, what: str, server_pid: int, proxy: Any,
                 keys, pages = await _sequential(backend)
             else:
                 keys, pages = await _parallel(backend, int(what.split("x")[1]))
-            return {"what": what, "keys": keys, "depth": pages,
-                    "proxy_requests": proxy.stats()["requests_total"] - before,
-                    "seconds": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
-                    "server_cpu_s": sum(server.cpu_times()[:2]) - s_cpu}
+            return {
+                "what": what,
+                "keys": keys,
+                "depth": pages,
+                "proxy_requests": proxy.stats()["requests_total"] - before,
+                "seconds": time.perf_counter() - wall,
+                "cpu_s": time.process_time() - cpu,
+                "server_cpu_s": sum(server.cpu_times()[:2]) - s_cpu,
+            }
         finally:
             await backend.close()
 
     return asyncio.run(go())
 
 
-def measure(keys: int, runs: int, sweep: Sequence[int], fast_xml: bool,
-            first_byte_ms: float = 20.0, log: Any = print) -> dict[str, Any]:
+def measure(
+    keys: int,
+    runs: int,
+    sweep: Sequence[int],
+    fast_xml: bool,
+    first_byte_ms: float = 20.0,
+    log: Any = print,
+) -> dict[str, Any]:
     """Sequential and parallel listings of a synthesized `keys`-key prefix, `runs` times."""
     from shardcache.testkit.proxy import ProxyConfig
     from shardcache.testkit.proxyproc import ProxyProcess
 
     cmd = [sys.executable, "-m", "benchmarks.listing_server", "--keys", str(keys)]
-    server = subprocess.Popen(cmd + ["--fast-xml"] * fast_xml, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen(
+        cmd + ["--fast-xml"] * fast_xml,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert server.stdout is not None and server.stdin is not None
     info = json.loads(server.stdout.readline())
     log(json.dumps(info))
@@ -102,8 +126,10 @@ def measure(keys: int, runs: int, sweep: Sequence[int], fast_xml: bool,
         with ProxyProcess(info["url"], cfg) as proxy, tempfile.TemporaryDirectory() as tmp:
             for run in range(runs):
                 order = readers if run % 2 == 0 else readers[::-1]
-                row = {w: _measure(proxy.url, info["bucket"], w, server.pid, proxy, Path(tmp))
-                       for w in order}
+                row = {
+                    w: _measure(proxy.url, info["bucket"], w, server.pid, proxy, Path(tmp))
+                    for w in order
+                }
                 for r in row.values():
                     if r["keys"] != keys:
                         raise RuntimeError(f"{r['what']}: {r['keys']} keys, expected {keys}")
@@ -116,25 +142,39 @@ def measure(keys: int, runs: int, sweep: Sequence[int], fast_xml: bool,
         except subprocess.TimeoutExpired:  # moto's threaded server can be slow to stop
             server.kill()
             server.wait(timeout=30)
-    return {"keys": keys, "first_byte_ms": first_byte_ms, "fast_xml": fast_xml,
-            "synthesis_s": info["synthesis_s"], "readers": readers, "runs": results}
+    return {
+        "keys": keys,
+        "first_byte_ms": first_byte_ms,
+        "fast_xml": fast_xml,
+        "synthesis_s": info["synthesis_s"],
+        "readers": readers,
+        "runs": results,
+    }
 
 
 def summary(res: dict[str, Any]) -> list[str]:
-    out = [f"{res['keys']:,} keys, {res['first_byte_ms']:g} ms to first byte, "
-           f"{'template' if res['fast_xml'] else 'moto'} XML, {len(res['runs'])} runs "
-           "(median [min-max])", "",
-           "| listing | seconds | pages (proxy) | pages in series | client CPU s | "
-           "emulator CPU s | speed-up |", "|---|---|---|---|---|---|---|"]
+    out = [
+        f"{res['keys']:,} keys, {res['first_byte_ms']:g} ms to first byte, "
+        f"{'template' if res['fast_xml'] else 'moto'} XML, {len(res['runs'])} runs "
+        "(median [min-max])",
+        "",
+        "| listing | seconds | pages (proxy) | pages in series | client CPU s | "
+        "emulator CPU s | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
     runs = res["runs"]
     for w in res["readers"]:
+
         def col(k: str, w: str = w) -> str:
             v = [r[w][k] for r in runs]
             return f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]"
+
         up = [r["sequential"]["seconds"] / r[w]["seconds"] for r in runs]
-        out.append(f"| {w} | {col('seconds')} | {col('proxy_requests')} | {col('depth')} | "
-                   f"{col('cpu_s')} | {col('server_cpu_s')} | {statistics.median(up):.2f} "
-                   f"[{min(up):.2f}-{max(up):.2f}] |")
+        out.append(
+            f"| {w} | {col('seconds')} | {col('proxy_requests')} | {col('depth')} | "
+            f"{col('cpu_s')} | {col('server_cpu_s')} | {statistics.median(up):.2f} "
+            f"[{min(up):.2f}-{max(up):.2f}] |"
+        )
     return out
 
 
@@ -146,8 +186,7 @@ def main() -> None:
     p.add_argument("--first-byte-ms", type=float, default=20.0)
     p.add_argument("--fast-xml", action="store_true", help="see listing_server")
     a = p.parse_args()
-    res = measure(a.keys, a.runs, [int(c) for c in a.sweep.split(",")], a.fast_xml,
-                  a.first_byte_ms)
+    res = measure(a.keys, a.runs, [int(c) for c in a.sweep.split(",")], a.fast_xml, a.first_byte_ms)
     print("\n".join(["", *summary(res)]))
 
 

@@ -63,9 +63,14 @@ def _install(backend: Any, bucket_name: str, names: list[str]) -> None:
     tokens: dict[str, str] = {}
     plain = backend.list_objects_v2
 
-    def list_objects_v2(bucket: Any, prefix: str | None, delimiter: str | None,
-                        continuation_token: str | None, start_after: str | None,
-                        max_keys: int) -> tuple[list[Any], bool, str | None]:
+    def list_objects_v2(
+        bucket: Any,
+        prefix: str | None,
+        delimiter: str | None,
+        continuation_token: str | None,
+        start_after: str | None,
+        max_keys: int,
+    ) -> tuple[list[Any], bool, str | None]:
         if bucket.name != bucket_name:
             return plain(bucket, prefix, delimiter, continuation_token, start_after, max_keys)  # type: ignore[no-any-return]
         prefix = prefix or ""
@@ -74,7 +79,7 @@ def _install(backend: Any, bucket_name: str, names: list[str]) -> None:
         i = max(i, bisect.bisect_left(names, prefix))
         out: list[Any] = []
         while i < len(names) and names[i].startswith(prefix) and len(out) <= max_keys:
-            rest = names[i][len(prefix):]
+            rest = names[i][len(prefix) :]
             if delimiter and delimiter in rest:
                 folder = prefix + rest.split(delimiter, 1)[0] + delimiter
                 out.append(folder)
@@ -110,23 +115,32 @@ def _install_fast_xml(bucket_name: str) -> None:
         max_keys = int(q.get("max-keys", ["1000"])[0])
         bucket = self.backend.get_bucket(bucket_name)
         out, truncated, token = self.backend.list_objects_v2(
-            bucket, prefix, delimiter, q.get("continuation-token", [None])[0],
-            q.get("start-after", [None])[0], max_keys)
-        parts = ['<?xml version="1.0" encoding="UTF-8"?><ListBucketResult '
-                 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
-                 f"<Name>{bucket_name}</Name><Prefix>{escape(prefix)}</Prefix>"
-                 f"<KeyCount>{len(out)}</KeyCount><MaxKeys>{max_keys}</MaxKeys>"
-                 f"<IsTruncated>{str(truncated).lower()}</IsTruncated>"]
+            bucket,
+            prefix,
+            delimiter,
+            q.get("continuation-token", [None])[0],
+            q.get("start-after", [None])[0],
+            max_keys,
+        )
+        parts = [
+            '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult '
+            'xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+            f"<Name>{bucket_name}</Name><Prefix>{escape(prefix)}</Prefix>"
+            f"<KeyCount>{len(out)}</KeyCount><MaxKeys>{max_keys}</MaxKeys>"
+            f"<IsTruncated>{str(truncated).lower()}</IsTruncated>",
+        ]
         if token:
             parts.append(f"<NextContinuationToken>{token}</NextContinuationToken>")
         for k in out:
             if isinstance(k, str):
                 parts.append(f"<CommonPrefixes><Prefix>{escape(k)}</Prefix></CommonPrefixes>")
             else:
-                parts.append(f"<Contents><Key>{escape(k.name)}</Key><LastModified>"
-                             f"{k.last_modified_ISO8601}</LastModified><ETag>{escape(k.etag)}"
-                             f"</ETag><Size>{k.size}</Size><StorageClass>STANDARD"
-                             "</StorageClass></Contents>")
+                parts.append(
+                    f"<Contents><Key>{escape(k.name)}</Key><LastModified>"
+                    f"{k.last_modified_ISO8601}</LastModified><ETag>{escape(k.etag)}"
+                    f"</ETag><Size>{k.size}</Size><StorageClass>STANDARD"
+                    "</StorageClass></Contents>"
+                )
         parts.append("</ListBucketResult>")
         return 200, {"Content-Type": "application/xml"}, "".join(parts)
 
@@ -156,8 +170,17 @@ def main() -> None:
     _install(backend, BUCKET, names)
     if a.fast_xml:
         _install_fast_xml(BUCKET)
-    print(json.dumps({"url": f"http://127.0.0.1:{port}", "bucket": BUCKET, "keys": len(names),
-                      "synthesis_s": time.perf_counter() - started}), flush=True)
+    print(
+        json.dumps(
+            {
+                "url": f"http://127.0.0.1:{port}",
+                "bucket": BUCKET,
+                "keys": len(names),
+                "synthesis_s": time.perf_counter() - started,
+            }
+        ),
+        flush=True,
+    )
     # serve until the parent closes our stdin
     sys.stdin.read()
     server.stop()

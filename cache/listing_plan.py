@@ -132,8 +132,9 @@ class ListingPlan:
         self.requests += 1
         return r.pos
 
-    def record(self, rid: int, keys: Sequence[str], truncated: bool,
-               last_key: str | None = None) -> list[int]:
+    def record(
+        self, rid: int, keys: Sequence[str], truncated: bool, last_key: str | None = None
+    ) -> list[int]:
         """Positions in `keys` (one page, ascending) that belong to the range; marks the
         range done at its end (past `upto`, or the last page of the prefix). `last_key` is
         the last key the store returned when it dropped some (placeholders): the next page
@@ -147,7 +148,8 @@ class ListingPlan:
         if last_key is not None and (upto is None or last_key <= upto) and last_key > r.pos:
             r.pos = last_key
         past = len(keep) < len(keys) or (
-            upto is not None and last_key is not None and last_key > upto)
+            upto is not None and last_key is not None and last_key > upto
+        )
         if not truncated or past or (upto is not None and r.pos >= upto):
             r.done = True
         return keep

@@ -38,8 +38,7 @@ class Page:
 
 
 class PageLister(Protocol):
-    async def list_page(self, prefix: str, start_after: str, delimiter: str,
-                        max_keys: int) -> Page:
+    async def list_page(self, prefix: str, start_after: str, delimiter: str, max_keys: int) -> Page:
         """Keys under `prefix` greater than `start_after` (`start_after == prefix`: from the
         first key), at most `max_keys`, ascending; with `delimiter`, grouped sub-prefixes."""
         ...
@@ -58,8 +57,7 @@ class ListingStats:
     ranges: list[int] = field(default_factory=list)
 
 
-async def _retried(call: Callable[[], Awaitable[T]], retry: Retry,
-                   stats: ListingStats) -> T:
+async def _retried(call: Callable[[], Awaitable[T]], retry: Retry, stats: ListingStats) -> T:
     """`call()` with the request budget of `retry`, as every GET has (`Level.REQUEST`)."""
     budget: Retry | None = retry
     while True:
@@ -76,9 +74,14 @@ async def _retried(call: Callable[[], Awaitable[T]], retry: Retry,
             budget = after
 
 
-async def list_parallel(lister: PageLister, prefix: str, concurrency: int,
-                        retry: Retry, stats: ListingStats | None = None,
-                        page_keys: int = PAGE_KEYS) -> list[ObjectInfo]:
+async def list_parallel(
+    lister: PageLister,
+    prefix: str,
+    concurrency: int,
+    retry: Retry,
+    stats: ListingStats | None = None,
+    page_keys: int = PAGE_KEYS,
+) -> list[ObjectInfo]:
     """Every object under `prefix`, in key order, listed `concurrency` pages at a time."""
     stats = stats if stats is not None else ListingStats()
     first = await _retried(lambda: lister.list_page(prefix, prefix, "", page_keys), retry, stats)
@@ -87,8 +90,11 @@ async def list_parallel(lister: PageLister, prefix: str, concurrency: int,
     # Seed the ranges from the store's own directories (one delimiter listing); the first
     # page is kept as the first range's first page.
     seed = await _retried(lambda: lister.list_page(prefix, prefix, "/", page_keys), retry, stats)
-    bounds = [b for b in seed.prefixes + [o.key for o in seed.objects]
-              if first.last_key is None or b > first.last_key]
+    bounds = [
+        b
+        for b in seed.prefixes + [o.key for o in seed.objects]
+        if first.last_key is None or b > first.last_key
+    ]
     plan = ListingPlan(prefix, seed_ranges(prefix, bounds, max(concurrency, 2)))
     found: dict[int, list[ObjectInfo]] = {}
     rid0, _ = plan.take() or (0, prefix)
@@ -101,8 +107,9 @@ async def list_parallel(lister: PageLister, prefix: str, concurrency: int,
         pages = 0
         while after is not None:
             pages += 1
-            page = await _retried(functools.partial(lister.list_page, prefix, after, "",
-                                                    page_keys), retry, stats)
+            page = await _retried(
+                functools.partial(lister.list_page, prefix, after, "", page_keys), retry, stats
+            )
             keys = [o.key for o in page.objects]
             keep = plan.record(rid, keys, page.truncated, page.last_key)
             found.setdefault(rid, []).extend(page.objects[i] for i in keep)

@@ -22,20 +22,23 @@ def sequential(endpoint: str, bucket: str, prefix: str) -> list[tuple[str, int, 
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     out = []
     for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": PAGE}):
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": PAGE}
+    ):
         out += [(o["Key"], o["Size"], o["ETag"].strip('"')) for o in page.get("Contents", [])]
     return out
 
 
-def parallel(bucket: str, prefix: str, tmp_path, stats: ListingStats,
-             concurrency: int = 8) -> list[tuple[str, int, str]]:
+def parallel(
+    bucket: str, prefix: str, tmp_path, stats: ListingStats, concurrency: int = 8
+) -> list[tuple[str, int, str]]:
     config = make_config(tmp_path).with_(retry=Retry(max_attempts=8, base_backoff_s=0.01))
 
     async def go() -> list[tuple[str, int, str]]:
         backend = await open_backend(parse_url(f"s3://{bucket}/"), config)
         try:
-            infos = await list_parallel(backend, prefix, concurrency, config.retry, stats,
-                                        page_keys=PAGE)  # type: ignore[arg-type]
+            infos = await list_parallel(
+                backend, prefix, concurrency, config.retry, stats, page_keys=PAGE
+            )  # type: ignore[arg-type]
         finally:
             await backend.close()
         return [(i.key, i.size, i.version) for i in infos]
@@ -57,8 +60,9 @@ def keyset(s3_bucket):
 def test_parallel_listing_equals_one_sequential_stream(keyset, s3_server, tmp_path):
     stats = ListingStats()
     got = parallel(keyset.name, "ds/", tmp_path, stats)
-    want = [k for k in sequential(s3_server.endpoint_url, keyset.name, "ds/")
-            if k[0] != "ds/sub/"]  # the placeholder is a folder marker, never data
+    want = [
+        k for k in sequential(s3_server.endpoint_url, keyset.name, "ds/") if k[0] != "ds/sub/"
+    ]  # the placeholder is a folder marker, never data
     assert got == want
     assert stats.steals > 0 and stats.ranges[0] > 2
 
@@ -74,10 +78,14 @@ def test_a_small_prefix_costs_one_request_and_a_larger_one_fans_out(keyset, tmp_
 
 
 def test_every_page_is_retried_under_503s(keyset, s3_server, tmp_path, monkeypatch):
-    slow = ProxyConfig(first_byte_delay_s=0.0, bandwidth_bytes_per_s=None, faults=FaultConfig(
-        slowdown_probability=0.3, seed=3, rule=FaultRule(frozenset({"GET"}), r"^/[^/]+/?$")))
-    want = [k for k in sequential(s3_server.endpoint_url, keyset.name, "ds/")
-            if k[0] != "ds/sub/"]
+    slow = ProxyConfig(
+        first_byte_delay_s=0.0,
+        bandwidth_bytes_per_s=None,
+        faults=FaultConfig(
+            slowdown_probability=0.3, seed=3, rule=FaultRule(frozenset({"GET"}), r"^/[^/]+/?$")
+        ),
+    )
+    want = [k for k in sequential(s3_server.endpoint_url, keyset.name, "ds/") if k[0] != "ds/sub/"]
     with CloudProxy(s3_server.endpoint_url, slow) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         stats = ListingStats()

@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 from shardcache.listing_plan import ListingPlan, Range, midpoint, seed_ranges, utf8
 
 printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
-any_key = st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF,
-                                blacklist_categories=("Cs",)), min_size=1, max_size=10)
+any_key = st.text(
+    st.characters(min_codepoint=1, max_codepoint=0x2FF, blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=10,
+)
 
 
 @given(printable, printable)
@@ -37,16 +40,21 @@ def test_midpoint_splits_wide_gaps_and_refuses_empty_ones() -> None:
 
 def test_seed_ranges_partition_the_prefix() -> None:
     ranges = seed_ranges("p/", ["p/b/", "p/a/", "p/c/", "p/a/"], 8)
-    assert ranges == [Range("p/", "p/a/"), Range("p/a/", "p/b/"), Range("p/b/", "p/c/"),
-                      Range("p/c/", None)]
+    assert ranges == [
+        Range("p/", "p/a/"),
+        Range("p/a/", "p/b/"),
+        Range("p/b/", "p/c/"),
+        Range("p/c/", None),
+    ]
     assert len(seed_ranges("p/", [f"p/{i:03}/" for i in range(100)], 8)) == 8
     assert seed_ranges("p/", ["p/a/"], 1) == [Range("p/", None)]
 
 
 def page(keys: list[str], prefix: str, after: str, size: int) -> tuple[list[str], bool]:
     """What a store answers: keys under `prefix` after `after`, `size` at most."""
-    start = bisect.bisect_right(keys, after) if after != prefix else bisect.bisect_left(
-        keys, prefix)
+    start = (
+        bisect.bisect_right(keys, after) if after != prefix else bisect.bisect_left(keys, prefix)
+    )
     out = []
     for k in keys[start:]:
         if not k.startswith(prefix):
@@ -57,8 +65,9 @@ def page(keys: list[str], prefix: str, after: str, size: int) -> tuple[list[str]
     return out[:size], len(out) > size
 
 
-def simulate(keys: list[str], prefix: str, workers: int, size: int, seed: int,
-             bounds: list[str]) -> tuple[list[str], ListingPlan]:
+def simulate(
+    keys: list[str], prefix: str, workers: int, size: int, seed: int, bounds: list[str]
+) -> tuple[list[str], ListingPlan]:
     rng = random.Random(seed)
     keys = sorted(keys, key=utf8)
     plan = ListingPlan(prefix, seed_ranges(prefix, bounds, workers))
@@ -88,10 +97,16 @@ def simulate(keys: list[str], prefix: str, workers: int, size: int, seed: int,
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(any_key, max_size=300, unique=True), st.integers(1, 8), st.integers(1, 20),
-       st.integers(0, 10**6), st.sampled_from(["", "a", "b/"]))
-def test_any_interleaving_lists_every_key_once(keys: list[str], workers: int, size: int,
-                                               seed: int, prefix: str) -> None:
+@given(
+    st.lists(any_key, max_size=300, unique=True),
+    st.integers(1, 8),
+    st.integers(1, 20),
+    st.integers(0, 10**6),
+    st.sampled_from(["", "a", "b/"]),
+)
+def test_any_interleaving_lists_every_key_once(
+    keys: list[str], workers: int, size: int, seed: int, prefix: str
+) -> None:
     keys = [prefix + k for k in keys] + ["zz-outside"]
     rng = random.Random(seed)
     bounds = rng.sample(keys, min(len(keys), 5))

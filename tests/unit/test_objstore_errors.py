@@ -6,7 +6,7 @@ from shardcache.errors import AccessDeniedError, UnavailableError, VersionChange
 
 SLOWDOWN = (
     "Generic S3 error: Error performing GET http://127.0.0.1:1/b/k in 1.2ms - Server returned "
-    "non-2xx status code: 503 Service Unavailable: <?xml version=\"1.0\"?>\n<Error><Code>"
+    'non-2xx status code: 503 Service Unavailable: <?xml version="1.0"?>\n<Error><Code>'
     "SlowDown</Code><Message>Please reduce your request rate.</Message></Error>\n\nDebug source:"
 )
 
@@ -19,11 +19,13 @@ def test_a_503_slowdown_is_transient_and_named() -> None:
 
 
 def test_status_decides_without_a_code() -> None:
-    err = http_error("Generic S3 error: ... Server returned non-2xx status code: 412 "
-                     "Precondition Failed: ")
+    err = http_error(
+        "Generic S3 error: ... Server returned non-2xx status code: 412 Precondition Failed: "
+    )
     assert err is not None and classify(err) is VersionChangedError
-    err = http_error("Generic S3 error: ... status code: 403 Forbidden: <Error><Code>"
-                     "AccessDenied</Code></Error>")
+    err = http_error(
+        "Generic S3 error: ... status code: 403 Forbidden: <Error><Code>AccessDenied</Code></Error>"
+    )
     assert err is not None and classify(err) is AccessDeniedError
 
 

@@ -51,10 +51,13 @@ def _provider(credentials: Any) -> Any:
         expiry = getattr(credentials, "_expiry_time", None)
         expires_at = None
         if hasattr(credentials, "refresh_needed"):
-            expires_at = now + _RECHECK if expiry is None else min(expiry - _EARLY,
-                                                                    now + _RECHECK)
-        return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key,
-                "token": frozen.token, "expires_at": expires_at}
+            expires_at = now + _RECHECK if expiry is None else min(expiry - _EARLY, now + _RECHECK)
+        return {
+            "access_key_id": frozen.access_key,
+            "secret_access_key": frozen.secret_key,
+            "token": frozen.token,
+            "expires_at": expires_at,
+        }
 
     return provide
 
@@ -71,7 +74,8 @@ class ObjectReader:
 
         try:
             result = await obstore.get_async(
-                self._store, key, options={"range": (start, end), "if_match": f'"{etag}"'})
+                self._store, key, options={"range": (start, end), "if_match": f'"{etag}"'}
+            )
             data = await result.bytes_async()
         except GenericError as e:
             mapped = http_error(str(e))
@@ -93,12 +97,19 @@ def http_error(message: str) -> HttpStatusError | None:
     if status is None:
         return None
     code = _CODE.search(message)
-    return HttpStatusError(int(status.group(1)), code.group(1) if code else "",
-                           message.split("\n", 1)[0][:200])
+    return HttpStatusError(
+        int(status.group(1)), code.group(1) if code else "", message.split("\n", 1)[0][:200]
+    )
 
 
-def s3_reader(base_url: str, bucket: str, region: str, credentials: Any,
-              connect_timeout_s: float, read_timeout_s: float) -> ObjectReader:
+def s3_reader(
+    base_url: str,
+    bucket: str,
+    region: str,
+    credentials: Any,
+    connect_timeout_s: float,
+    read_timeout_s: float,
+) -> ObjectReader:
     """A reader for the bucket whose objects live under `base_url` (as botocore resolved it:
     `scheme://host/bucket/` for path style, `scheme://bucket.host/` for virtual hosts)."""
     from obstore.store import S3Store
@@ -110,11 +121,16 @@ def s3_reader(base_url: str, bucket: str, region: str, credentials: Any,
     else:
         kwargs["credential_provider"] = _provider(credentials)
     store = S3Store(
-        bucket, endpoint=f"{parts.scheme}://{parts.netloc}", region=region,
+        bucket,
+        endpoint=f"{parts.scheme}://{parts.netloc}",
+        region=region,
         virtual_hosted_style_request=parts.path in ("", "/"),
-        client_options={"allow_http": parts.scheme == "http",
-                        "connect_timeout": datetime.timedelta(seconds=connect_timeout_s),
-                        "timeout": datetime.timedelta(seconds=read_timeout_s)},
+        client_options={
+            "allow_http": parts.scheme == "http",
+            "connect_timeout": datetime.timedelta(seconds=connect_timeout_s),
+            "timeout": datetime.timedelta(seconds=read_timeout_s),
+        },
         retry_config={"max_retries": 0, "retry_timeout": datetime.timedelta(seconds=0)},
-        **kwargs)
+        **kwargs,
+    )
     return ObjectReader(store)
