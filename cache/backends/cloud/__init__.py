@@ -2,11 +2,12 @@
 embedded mode and tests, `file://` and `memory://` through fsspec's own local file systems).
 
 Named `cloud`, not after fsspec: no cloud request goes through an fsspec file system's API.
-S3 reads are signed by hand (botocore's signer) and sent on aiohttp; GCS requests use gcsfs's
-credentials and aiohttp session only; Azure uses the Azure SDK.
+S3 reads go through obstore (Rust `object_store`; objstore.py says why, with the measurement)
+and listings are signed by hand (botocore's signer) and sent on aiohttp; GCS requests use
+gcsfs's credentials and aiohttp session only; Azure uses the Azure SDK.
 
-This is the only package that imports the cloud SDKs (s3fs, aiobotocore and botocore, gcsfs,
-the Azure SDK; an import-linter contract holds it), always lazily inside functions so that
+This is the only package that imports the cloud SDKs (s3fs, aiobotocore and botocore, obstore,
+gcsfs, the Azure SDK; an import-linter contract holds it), always lazily inside functions so that
 importing shardcache costs nothing and the extras stay optional. Every client is created on
 the running loop and closed explicitly by `close()`: no fsspec instance cache
 (`skip_instance_cache=True`), no fsspec global loop, so nothing hangs after `fork` (DataLoader
@@ -15,9 +16,11 @@ workers fork).
 What each SDK contributes, and why not more:
 
 - S3: s3fs builds the aiobotocore client (credential chain, `AWS_ENDPOINT_URL`, region);
-  listing and HEAD go to that client directly (s3fs's own wrappers retry and translate
-  errors in ways that lose the `PreconditionFailed` code we need), and reads are signed by
-  hand and sent on aiohttp (s3.py says why).
+  HEAD goes to that client directly (s3fs's own wrappers retry and translate errors in ways
+  that lose the `PreconditionFailed` code we need); list pages are signed by hand, sent on
+  aiohttp and parsed with ElementTree, in parallel key ranges (`parallel_list`); reads go
+  through obstore with botocore's endpoint and credentials, or, without obstore or for a key
+  it cannot name, signed by hand on aiohttp (s3.py says why).
 - GCS: gcsfs supplies the endpoint (`STORAGE_EMULATOR_HOST`), credentials and the aiohttp
   session; requests are plain JSON-API calls through that session, because gcsfs's `_call`
   retries six times with up to 32 s sleeps (a dead endpoint would hang for a minute) and
