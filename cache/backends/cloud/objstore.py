@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import os
 import re
 import urllib.parse
 from typing import Any
@@ -32,7 +33,16 @@ _EARLY = datetime.timedelta(minutes=5)
 _RECHECK = datetime.timedelta(minutes=10)
 
 
+#: the process in which an obstore store was first built. obstore runs its requests on a tokio
+#: runtime whose threads do not survive `fork`: a forked child (a DataLoader worker) that used
+#: its parent's runtime hung for good (tests/client/test_fork.py), so a child reads over aiohttp
+_BUILT_IN_PID: list[int] = []
+
+
 def available() -> bool:
+    """Whether obstore can serve this process: installed, and not inherited through `fork`."""
+    if _BUILT_IN_PID and _BUILT_IN_PID[0] != os.getpid():
+        return False
     try:
         import obstore  # noqa: F401
     except ImportError:
@@ -114,6 +124,8 @@ def s3_reader(
     `scheme://host/bucket/` for path style, `scheme://bucket.host/` for virtual hosts)."""
     from obstore.store import S3Store
 
+    if not _BUILT_IN_PID:
+        _BUILT_IN_PID.append(os.getpid())
     parts = urllib.parse.urlsplit(base_url)
     kwargs: dict[str, Any] = {}
     if credentials is None:
