@@ -121,8 +121,13 @@ class Prefetcher:
     async def _list(self, ds: StoreURL) -> tuple[list[ObjectInfo], list[keymap.KeyRefusal]]:
         """The dataset's objects whose keys can be paths, and the refused ones."""
         backend = await self._backends.get(ds)
-        listing = await with_retries(lambda: backend.list_objects(ds.prefix),
-                                     self._store.config.retry)
+        if hasattr(backend, "list_page"):
+            # it lists in parallel key ranges and retries each page like a GET
+            # (backends/parallel_list.py): retrying the whole listing too would multiply
+            listing = await backend.list_objects(ds.prefix)
+        else:
+            listing = await with_retries(lambda: backend.list_objects(ds.prefix),
+                                         self._store.config.retry)
         accepted, refused = keymap.plan_paths(o.key for o in listing)
         ok = set(accepted)
         return [o for o in listing if o.key in ok], refused
