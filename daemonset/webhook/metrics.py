@@ -20,6 +20,13 @@ class Metrics:
         self.reloads: dict[tuple[str, str], int] = {}
         self.latency = Histogram(LATENCY_BUCKETS_S)
         self.cert_expiry_s: float | None = None
+        #: policies put in force since start (ReloadingPolicy.generation)
+        self.policy_generation = 0
+        #: reviews being read or answered now, and those waiting for a slot
+        self.in_flight = 0
+        self.waiting = 0
+        #: reviews whose body was large enough to be decoded off the event loop
+        self.offloaded = 0
 
     def review(self, outcome: str, seconds: float) -> None:
         self.reviews[outcome] = self.reviews.get(outcome, 0) + 1
@@ -50,6 +57,30 @@ class Metrics:
                 tuple(
                     ("", {"file": f, "result": r}, v) for (f, r), v in sorted(self.reloads.items())
                 ),
+            ),
+            Family(
+                "shardcache_policy_generation",
+                "gauge",
+                "Tenancy policies put in force since start (rises on every reload).",
+                (("", {}, self.policy_generation),),
+            ),
+            Family(
+                "shardcache_webhook_reviews_in_flight",
+                "gauge",
+                "Reviews being read or answered now.",
+                (("", {}, self.in_flight),),
+            ),
+            Family(
+                "shardcache_webhook_reviews_waiting",
+                "gauge",
+                "Reviews waiting for an in-flight slot.",
+                (("", {}, self.waiting),),
+            ),
+            Family(
+                "shardcache_webhook_offloaded_reviews_total",
+                "counter",
+                "Reviews whose large body was decoded on the worker thread.",
+                (("", {}, self.offloaded),),
             ),
         ]
         if self.cert_expiry_s is not None:
