@@ -9,11 +9,11 @@ it needs the node name (`--node-name`, default $NODE_NAME). Exit status: 0 after
 SIGINT, 1 when the agent cannot start (socket in use, unreadable policy, unusable cache
 directory), 2 for a usage error.
 
-The socket is made mode 0666 unless `--socket-mode` says otherwise: who may talk to the agent
-is decided by who may mount the socket's directory (the DaemonSet's own containers, and in the
-hostpath mode the opted-in pods, whose containers run as arbitrary non-root users that a 0660
-root-owned socket would shut out of on-demand fetches). On a shared host, put the socket in a
-directory of mode 0750 or pass `--socket-mode 660`.
+The socket is made mode 0660 (`--socket-mode`; 600 is stricter still): only root and the
+socket's group may connect, and every request that changes anything must come from uid 0
+(checked with SO_PEERCRED, see auth.py). Pods never reach this socket. In the hostpath mode,
+`--status-socket PATH` adds a second socket, mode 0666, in a directory of its own that the
+webhook mounts into pods: it serves one dataset's status, paths and health, nothing else.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from shardcache.errors import CacheError, ConfigError, redact
 from ..policy import Policy, load_policy
 from . import logs
 from .logs import kv
-from .server import api_app, claim_socket, metrics_app
+from .server import api_app, claim_socket, metrics_app, status_app
 from .service import Agent
 from .watcher import PodWatcher, WatcherConfig
 
@@ -53,6 +53,7 @@ class AgentOptions:
     config: Config
     socket: Path
     socket_mode: int
+    status_socket: Path | None
     metrics_port: int | None
     metrics_host: str
     policy: Policy
@@ -73,9 +74,15 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--socket-mode",
-        default="666",
+        default="660",
         type=lambda s: int(s, 8),
-        help="octal permission bits of the socket (default 666, see --help text)",
+        help="octal permission bits of the socket (default 660)",
+    )
+    p.add_argument(
+        "--status-socket",
+        type=Path,
+        help="also serve read-only status here, mode 0666 (hostpath mode: mount only its "
+        "directory into pods)",
     )
     p.add_argument("--max-bytes", type=_size, help="byte budget, e.g. 500GiB")
     p.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on TCP")
@@ -122,12 +129,23 @@ def build_options(args: argparse.Namespace, env: Mapping[str, str]) -> AgentOpti
             watch_timeout_s=args.watch_timeout,
             read_timeout_s=args.watch_timeout + 30.0,
         )
+    if args.socket_mode & ~0o660:
+        raise ConfigError(
+            f"--socket-mode {args.socket_mode:o} lets others than root and the socket's group "
+            "connect; use 660 or 600 (pods read status through --status-socket)"
+        )
+    if args.status_socket is not None and args.status_socket.parent == Path(args.socket).parent:
+        raise ConfigError(
+            "--status-socket must be in another directory than --socket: the directory "
+            "mounted into pods must not hold the main socket"
+        )
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         raise ConfigError(f"--metrics-port must be 0..65535, got {args.metrics_port}")
     return AgentOptions(
         config=config,
         socket=Path(args.socket),
         socket_mode=args.socket_mode,
+        status_socket=args.status_socket,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         policy=load_policy(args.policy_file),
@@ -188,6 +206,15 @@ async def _listen(opts: AgentOptions, agent: Agent, stopping: list[bool]) -> lis
     await web.UnixSite(api, str(opts.socket)).start()
     os.chmod(opts.socket, opts.socket_mode)
     runners = [api]
+    if opts.status_socket is not None:
+        claim_socket(opts.status_socket)
+        status = web.AppRunner(
+            status_app(agent, stopping), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
+        )
+        await status.setup()
+        await web.UnixSite(status, str(opts.status_socket)).start()
+        os.chmod(opts.status_socket, 0o666)  # read-only routes only, for pods of any uid
+        runners.append(status)
     if opts.metrics_port is not None:
         tcp = web.AppRunner(
             metrics_app(agent, stopping), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S

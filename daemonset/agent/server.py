@@ -3,8 +3,9 @@
 Handlers parse, call `Agent`, and turn shardcache errors into `{"error": {kind, message}}` with
 the status of the one kind table (`shardcache.errors.CODES`); no decision is made here. The
 TCP port serves only /metrics, /healthz and /readyz (the kubelet's probes and Prometheus reach
-it; the dataset API stays on the socket, which only what mounts the socket directory can
-reach).
+it; the dataset API stays on the socket). On the socket, every request passes `auth.refusal`
+first: GETs are open to whoever can connect, everything else needs root (`SO_PEERCRED`). The
+optional status socket (hostpath mode) serves a few GETs and nothing else.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 from shardcache.errors import CacheError, ConfigError, UnavailableError, codes_of, redact
 from shardcache.status import DatasetStatus, StatusJSON
 
+from .auth import Peer, peer_of, refusal
 from .logs import kv
 from .metrics import Snapshot, families, render
 from .service import Agent
@@ -29,6 +31,8 @@ log = logging.getLogger("shardcache.agent.http")
 
 AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent", Agent)
 STOPPING_KEY: web.AppKey[list[bool]] = web.AppKey("stopping", list)
+#: the caller of a request on a unix socket, set by `auth_middleware`
+PEER = "shardcache.peer"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,6 +59,28 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except OSError as e:
         log.error("request failed", extra=kv(path=request.path, error=redact(str(e))))
         return error_response("cache_state", f"{type(e).__name__}: {e}")
+
+
+def request_peer(request: web.Request) -> Peer | None:
+    """The process that sent `request`, when it came over a unix socket."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    return peer_of(sock)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    peer = request_peer(request)
+    reason = refusal(peer, request.method, request.path)
+    if reason is not None:
+        log.warning(
+            "refused", extra=kv(path=request.path, uid=peer and peer.uid, pid=peer and peer.pid)
+        )
+        return error_response("access_denied", reason)
+    request[PEER] = peer
+    return await handler(request)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -228,33 +254,43 @@ def _json(status: DatasetStatus) -> StatusJSON:
     return status.as_json(listed_at=False)
 
 
-def _app(agent: Agent, stopping: list[bool], *, api: bool) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024)
+def _app(agent: Agent, stopping: list[bool], *, routes: str) -> web.Application:
+    middlewares = [errors_middleware] + ([auth_middleware] if routes == "api" else [])
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[AGENT_KEY] = agent
     app[STOPPING_KEY] = stopping
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    if api:
+    if routes in ("api", "metrics"):
+        app.router.add_get("/metrics", metrics)
+    if routes in ("api", "status"):
+        app.router.add_get("/v1/datasets/status", dataset_status)
+        app.router.add_get("/v1/path", path)
+    if routes == "api":
         app.router.add_post("/v1/datasets", register)
         app.router.add_post("/v1/datasets/release", release)
         app.router.add_get("/v1/datasets", datasets)
-        app.router.add_get("/v1/datasets/status", dataset_status)
         app.router.add_get("/v1/datasets/manifest", manifest)
         app.router.add_post("/v1/views/report", report_view)
         app.router.add_post("/v1/objects/fetch", fetch)
-        app.router.add_get("/v1/path", path)
         app.router.add_post("/v1/verify", verify)
         app.router.add_post("/v1/evict", evict)
     return app
 
 
 def api_app(agent: Agent, stopping: list[bool]) -> web.Application:
-    return _app(agent, stopping, api=True)
+    """The full API, for the main socket (changes need root, see auth.py)."""
+    return _app(agent, stopping, routes="api")
 
 
 def metrics_app(agent: Agent, stopping: list[bool]) -> web.Application:
-    return _app(agent, stopping, api=False)
+    return _app(agent, stopping, routes="metrics")
+
+
+def status_app(agent: Agent, stopping: list[bool]) -> web.Application:
+    """Read-only status for pods (hostpath mode): one dataset's status by its URL, paths and
+    health; no listing of every dataset (other tenants' URLs), no metrics, no POST at all."""
+    return _app(agent, stopping, routes="status")
 
 
 def claim_socket(path: Path) -> None:

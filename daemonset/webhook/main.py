@@ -68,7 +68,7 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument(
         "--host-socket-dir",
         default=Settings.host_socket_dir,
-        help="the agent's socket dir on the node (hostpath mode)",
+        help="the directory of the agent's read-only status socket on the node (hostpath mode)",
     )
     p.add_argument("--default-wait-timeout", type=float, default=Settings.default_wait_timeout_s)
     p.add_argument("--reload-interval", type=float, default=1.0)
