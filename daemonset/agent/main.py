@@ -34,7 +34,7 @@ from shardcache.config import Config, parse_size
 from shardcache.engine import Engine
 from shardcache.errors import CacheError, ConfigError, redact
 
-from ..policy import Policy, load_policy
+from ..policy import PolicySource, ReloadingPolicy, in_cluster
 from . import logs
 from .logs import kv
 from .server import api_app, claim_socket, metrics_app, status_app
@@ -56,7 +56,7 @@ class AgentOptions:
     status_socket: Path | None
     metrics_port: int | None
     metrics_host: str
-    policy: Policy
+    policy: PolicySource
     watcher: WatcherConfig | None
 
 
@@ -100,7 +100,9 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument(
         "--policy-file",
         default=env.get("SHARDCACHE_POLICY_FILE"),
-        help="namespace -> allowed URL prefixes; absent: every cloud URL",
+        help="namespace -> allowed URL prefixes, re-read when it changes; absent: nothing "
+        "in cluster mode (with the pod watcher, or KUBERNETES_SERVICE_HOST set), every cloud "
+        "URL outside it",
     )
     p.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default=env.get("SHARDCACHE_LOG_LEVEL", "INFO"))
@@ -148,7 +150,10 @@ def build_options(args: argparse.Namespace, env: Mapping[str, str]) -> AgentOpti
         status_socket=args.status_socket,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
-        policy=load_policy(args.policy_file),
+        policy=PolicySource(
+            Path(args.policy_file) if args.policy_file else None,
+            cluster=watcher is not None or in_cluster(env),
+        ),
         watcher=watcher,
     )
 
@@ -162,7 +167,8 @@ async def serve(opts: AgentOptions) -> None:
         loop.add_signal_handler(sig, stop.set)
     t0 = time.monotonic()
     engine = Engine(opts.config)
-    agent = Agent(engine, opts.policy)
+    policy = ReloadingPolicy(opts.policy)
+    agent = Agent(engine, policy)
     stopping = [False]
     runners = await _listen(opts, agent, stopping)
     watcher = None
@@ -178,7 +184,7 @@ async def serve(opts: AgentOptions) -> None:
             ),
         )
         if opts.watcher is not None:
-            watcher = PodWatcher(agent, opts.policy, opts.watcher, loop)
+            watcher = PodWatcher(agent, policy, opts.watcher, loop)
             watcher.start()
             open_failed = watcher.open_failed  # posts an Event: off the loop, it waits on I/O
             agent.views.observers.append(

@@ -22,6 +22,7 @@ from aiohttp import web
 from shardcache.errors import CacheError, ConfigError, UnavailableError, codes_of, redact
 from shardcache.status import DatasetStatus, StatusJSON
 
+from ..prometheus import policy_generation
 from .auth import Peer, peer_of, refusal
 from .logs import kv
 from .metrics import Snapshot, families, render
@@ -125,10 +126,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     agent = _agent(request)
-    if not agent.ready:
-        text = render(families(agent.counters, _empty_snapshot(agent)))
-    else:
-        text = render(families(agent.counters, await agent.snapshot()))
+    snapshot = await agent.snapshot() if agent.ready else _empty_snapshot(agent)
+    agent.policy.maybe_reload()
+    fams = [*families(agent.counters, snapshot), policy_generation(agent.policy.generation)]
+    text = render(fams)
     return web.Response(
         text=text,
         content_type="text/plain",

@@ -6,7 +6,7 @@ by one `Metrics` object, updated from the event loop thread only, so no locking 
 
 from __future__ import annotations
 
-from ..prometheus import Family, Histogram, render
+from ..prometheus import Family, Histogram, policy_generation, render
 
 #: review latency buckets in seconds: the goal is p99 < 5 ms, the API server's timeout 5 s
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -58,12 +58,7 @@ class Metrics:
                     ("", {"file": f, "result": r}, v) for (f, r), v in sorted(self.reloads.items())
                 ),
             ),
-            Family(
-                "shardcache_policy_generation",
-                "gauge",
-                "Tenancy policies put in force since start (rises on every reload).",
-                (("", {}, self.policy_generation),),
-            ),
+            policy_generation(self.policy_generation),
             Family(
                 "shardcache_webhook_reviews_in_flight",
                 "gauge",
