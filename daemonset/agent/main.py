@@ -36,6 +36,8 @@ from shardcache.errors import CacheError, ConfigError, redact
 
 from ..policy import PolicySource, ReloadingPolicy, in_cluster
 from . import logs
+from .leasekeeper import LeaseKeeper
+from .leases import DEFAULT_TTL_S, SWEEP_INTERVAL_S, LeaseBook
 from .logs import kv
 from .server import api_app, claim_socket, metrics_app, status_app
 from .service import Agent
@@ -57,6 +59,8 @@ class AgentOptions:
     metrics_port: int | None
     metrics_host: str
     policy: PolicySource
+    lease_ttl_s: float
+    lease_sweep_s: float
     watcher: WatcherConfig | None
 
 
@@ -103,6 +107,15 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="namespace -> allowed URL prefixes, re-read when it changes; absent: nothing "
         "in cluster mode (with the pod watcher, or KUBERNETES_SERVICE_HOST set), every cloud "
         "URL outside it",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=DEFAULT_TTL_S,
+        help="seconds a pin of a non-pod owner outlives its owner (default %(default)s)",
+    )
+    p.add_argument(
+        "--lease-sweep-interval", type=float, default=SWEEP_INTERVAL_S, help=argparse.SUPPRESS
     )
     p.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default=env.get("SHARDCACHE_LOG_LEVEL", "INFO"))
@@ -155,6 +168,8 @@ def build_options(args: argparse.Namespace, env: Mapping[str, str]) -> AgentOpti
             cluster=watcher is not None or in_cluster(env),
         ),
         watcher=watcher,
+        lease_ttl_s=args.lease_ttl,
+        lease_sweep_s=args.lease_sweep_interval,
     )
 
 
@@ -169,12 +184,18 @@ async def serve(opts: AgentOptions) -> None:
     engine = Engine(opts.config)
     policy = ReloadingPolicy(opts.policy)
     agent = Agent(engine, policy)
+    leases = LeaseKeeper(
+        agent,
+        LeaseBook(opts.config.cache_dir / "leases.json", opts.lease_ttl_s),
+        opts.lease_sweep_s,
+    )
     stopping = [False]
-    runners = await _listen(opts, agent, stopping)
+    runners = await _listen(opts, agent, stopping, leases)
     watcher = None
     try:
         await engine.open()
         agent.start()
+        await leases.start()
         log.info(
             "ready",
             extra=kv(
@@ -196,6 +217,7 @@ async def serve(opts: AgentOptions) -> None:
         stopping[0] = True
         if watcher is not None:
             watcher.stop()
+        await leases.stop()
         await agent.shutdown()
         for runner in runners:
             await runner.cleanup()
@@ -203,10 +225,12 @@ async def serve(opts: AgentOptions) -> None:
         log.info("stopped", extra=kv(seconds_up=round(time.monotonic() - t0, 1)))
 
 
-async def _listen(opts: AgentOptions, agent: Agent, stopping: list[bool]) -> list[web.AppRunner]:
+async def _listen(
+    opts: AgentOptions, agent: Agent, stopping: list[bool], leases: LeaseKeeper
+) -> list[web.AppRunner]:
     claim_socket(opts.socket)
     api = web.AppRunner(
-        api_app(agent, stopping), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
+        api_app(agent, stopping, leases), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
     )
     await api.setup()
     await web.UnixSite(api, str(opts.socket)).start()
@@ -223,7 +247,7 @@ async def _listen(opts: AgentOptions, agent: Agent, stopping: list[bool]) -> lis
         runners.append(status)
     if opts.metrics_port is not None:
         tcp = web.AppRunner(
-            metrics_app(agent, stopping), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
+            metrics_app(agent, stopping, leases), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
         )
         await tcp.setup()
         site = web.TCPSite(tcp, opts.metrics_host, opts.metrics_port)

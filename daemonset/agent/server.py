@@ -24,14 +24,16 @@ from shardcache.status import DatasetStatus, StatusJSON
 
 from ..prometheus import policy_generation
 from .auth import Peer, peer_of, refusal
+from .leasekeeper import LeaseKeeper
 from .logs import kv
-from .metrics import Snapshot, families, render
+from .metrics import Family, Snapshot, families, render
 from .service import Agent
 
 log = logging.getLogger("shardcache.agent.http")
 
 AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent", Agent)
 STOPPING_KEY: web.AppKey[list[bool]] = web.AppKey("stopping", list)
+LEASES_KEY: web.AppKey[LeaseKeeper] = web.AppKey("leases", LeaseKeeper)
 #: the caller of a request on a unix socket, set by `auth_middleware`
 PEER = "shardcache.peer"
 
@@ -129,6 +131,9 @@ async def metrics(request: web.Request) -> web.Response:
     snapshot = await agent.snapshot() if agent.ready else _empty_snapshot(agent)
     agent.policy.maybe_reload()
     fams = [*families(agent.counters, snapshot), policy_generation(agent.policy.generation)]
+    leases = request.app.get(LEASES_KEY)
+    if leases is not None:
+        fams += lease_families(len(leases.book.leases), leases.reclaimed, leases.sweeps)
     text = render(fams)
     return web.Response(
         text=text,
@@ -136,6 +141,22 @@ async def metrics(request: web.Request) -> web.Response:
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
     )
+
+
+def lease_families(held: int, reclaimed: int, sweeps: int) -> list[Family]:
+    def one(name: str, kind: str, help_: str, value: int) -> Family:
+        return Family(name, kind, help_, (("", {}, value),))
+
+    return [
+        one("shardcache_leases", "gauge", "Pins of non-pod owners held by a lease.", held),
+        one(
+            "shardcache_lease_reclaims_total",
+            "counter",
+            "Pins released because their lease expired (the owner died).",
+            reclaimed,
+        ),
+        one("shardcache_lease_sweeps_total", "counter", "Lease sweeps run.", sweeps),
+    ]
 
 
 def _empty_snapshot(agent: Agent) -> Snapshot:
@@ -161,18 +182,26 @@ def _serving(request: web.Request) -> Agent:
 async def register(request: web.Request) -> web.Response:
     agent = _serving(request)
     doc = await _body(request)
+    durable = doc.get("durable", False)
+    if not isinstance(durable, bool):
+        raise ConfigError('"durable" must be true or false')
+    url, owner = _str(doc, "url"), _str(doc, "owner")
     status = await agent.register(
-        _str(doc, "url"),
-        _str(doc, "owner"),
-        _str(doc, "namespace", required=False),
-        doc.get("prefetch") or "all",
+        url, owner, _str(doc, "namespace", required=False), doc.get("prefetch") or "all"
     )
+    request.app[LEASES_KEY].registered(url, owner, request.get(PEER), durable)
     return web.json_response(_json(status))
 
 
 async def release(request: web.Request) -> web.Response:
+    agent = _serving(request)
     doc = await _body(request)
-    return web.json_response(await _serving(request).release(_str(doc, "url"), _str(doc, "owner")))
+    url, owner = _str(doc, "url"), _str(doc, "owner")
+    leases = request.app[LEASES_KEY]
+    leases.check_release(url, owner, request.get(PEER))
+    answer = await agent.release(url, owner)
+    leases.released(url, owner)
+    return web.json_response(answer)
 
 
 async def datasets(request: web.Request) -> web.Response:
@@ -279,13 +308,17 @@ def _app(agent: Agent, stopping: list[bool], *, routes: str) -> web.Application:
     return app
 
 
-def api_app(agent: Agent, stopping: list[bool]) -> web.Application:
+def api_app(agent: Agent, stopping: list[bool], leases: LeaseKeeper) -> web.Application:
     """The full API, for the main socket (changes need root, see auth.py)."""
-    return _app(agent, stopping, routes="api")
+    app = _app(agent, stopping, routes="api")
+    app[LEASES_KEY] = leases
+    return app
 
 
-def metrics_app(agent: Agent, stopping: list[bool]) -> web.Application:
-    return _app(agent, stopping, routes="metrics")
+def metrics_app(agent: Agent, stopping: list[bool], leases: LeaseKeeper) -> web.Application:
+    app = _app(agent, stopping, routes="metrics")
+    app[LEASES_KEY] = leases
+    return app
 
 
 def status_app(agent: Agent, stopping: list[bool]) -> web.Application:

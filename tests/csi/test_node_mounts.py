@@ -16,6 +16,7 @@ from shardcache_csi.mountinfo import mount_at, read_mountinfo
 from shardcache_csi.proto import csi_pb2
 
 from .conftest import (
+    NAMESPACE,
     POD_UID,
     RPC_TIMEOUT_S,
     Client,
@@ -98,7 +99,7 @@ def test_publish_read_only_then_unpublish(env: Env, plugin: Client) -> None:
     assert env.owners() == [POD_UID]
     # an object that appears later, fetched by the agent, shows up in the existing mount
     env.fill({"late.txt": b"the agent can still write its cache"})
-    env.agent.client.register(env.dataset, "job-late")
+    env.agent.client.register(env.dataset, "job-late", NAMESPACE)  # policy applies
     env.wait_local()
     assert Path(target, "late.txt").read_bytes() == b"the agent can still write its cache"
     env.agent.client.release(env.dataset, "job-late")
