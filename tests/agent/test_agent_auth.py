@@ -114,12 +114,12 @@ def test_only_root_changes_what_the_agent_holds(s3_bucket, make_agent, sock_dir)
         NOBODY, GROUP, sock, "POST", "/v1/datasets/release", {"url": url, "owner": "cli-1"}
     )
     assert released["status"] == 403
-    assert agent.client.status(url)["owners"] == ["cli-1"]
+    assert list(agent.client.status(url).owners) == ["cli-1"]
     # root, but another process than the one that pinned: refused too (see the leases)
     as_root = call_as(0, 0, sock, "POST", "/v1/datasets/release", {"url": url, "owner": "cli-1"})
     assert as_root["status"] == 403 and "still running" in as_root["body"]
     agent.client.release(url, "cli-1")  # the pinning process itself
-    assert agent.client.status(url)["owners"] == []
+    assert list(agent.client.status(url).owners) == []
 
 
 def test_the_status_socket_serves_pods_read_only(s3_bucket, make_agent, sock_dir):
@@ -145,7 +145,7 @@ def test_the_status_socket_serves_pods_read_only(s3_bucket, make_agent, sock_dir
     ):
         answer = call_as(0, 0, status_sock, method, target, {"url": url, "owner": "cli-1"})
         assert answer["status"] in (404, 405), (method, target, answer)
-    assert agent.client.status(url)["owners"] == ["cli-1"]
+    assert list(agent.client.status(url).owners) == ["cli-1"]
 
 
 def test_an_open_socket_mode_is_refused(tmp_path, sock_dir):

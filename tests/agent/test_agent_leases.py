@@ -54,7 +54,7 @@ def release_and_end(proc):
 
 
 def owners(agent, url):
-    return sorted(agent.client.status(url)["owners"])
+    return sorted(agent.client.status(url).owners)
 
 
 def sweeps(agent):

@@ -45,7 +45,7 @@ def test_a_policy_edit_reaches_the_next_registration(s3_bucket, make_agent, tmp_
     eventually(lambda: generation(agent) == 2, "the revocation is loaded")
     with pytest.raises(PolicyDeniedError, match="may not use"):
         agent.client.register(url, "pod-2", namespace="team-a")
-    assert agent.client.status(url)["owners"] == ["pod-1"]  # running pods keep their pin
+    assert list(agent.client.status(url).owners) == ["pod-1"]  # running pods keep their pin
 
     policy.write_text("{broken")  # unusable: nothing is allowed until it is fixed
     eventually(lambda: generation(agent) == 3, "the broken file is noticed")
@@ -55,7 +55,7 @@ def test_a_policy_edit_reaches_the_next_registration(s3_bucket, make_agent, tmp_
     allow([s3_bucket.url()])  # granted again
     eventually(lambda: generation(agent) == 4, "the grant is loaded")
     agent.client.register(url, "pod-2", namespace="team-a")
-    assert sorted(agent.client.status(url)["owners"]) == ["pod-1", "pod-2"]
+    assert sorted(agent.client.status(url).owners) == ["pod-1", "pod-2"]
 
 
 def test_cluster_mode_without_a_policy_file_allows_nothing(s3_bucket, make_agent):
