@@ -23,7 +23,7 @@ from shardcache.errors import CacheError, ConfigError, UnavailableError, codes_o
 from shardcache.status import DatasetStatus, StatusJSON
 
 from ..prometheus import policy_generation
-from .auth import Peer, peer_of, refusal
+from .auth import READ_METHODS, Peer, peer_of, refusal
 from .leasekeeper import LeaseKeeper
 from .logs import kv
 from .metrics import Family, Snapshot, families, render
@@ -83,6 +83,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
         return error_response("access_denied", reason)
     request[PEER] = peer
+    return await handler(request)
+
+
+@web.middleware
+async def read_only_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The status socket answers every change with 403, so a client there (a hostpath pod)
+    knows to read elsewhere rather than take it for a missing route."""
+    if request.method not in READ_METHODS:
+        return error_response(
+            "access_denied", f"{request.method} {request.path}: this socket is read-only"
+        )
     return await handler(request)
 
 
@@ -285,7 +296,8 @@ def _json(status: DatasetStatus) -> StatusJSON:
 
 
 def _app(agent: Agent, stopping: list[bool], *, routes: str) -> web.Application:
-    middlewares = [errors_middleware] + ([auth_middleware] if routes == "api" else [])
+    guard = {"api": [auth_middleware], "status": [read_only_middleware]}.get(routes, [])
+    middlewares = [errors_middleware, *guard]
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[AGENT_KEY] = agent
     app[STOPPING_KEY] = stopping

@@ -123,3 +123,19 @@ def test_durable_pins_stay_and_pins_without_a_lease_are_adopted_at_restart(
     start = sweeps(again)
     eventually(lambda: sweeps(again) >= start + 20, "twenty more sweeps")
     assert owners(again, dataset) == [durable_owner]  # durable: until released
+
+
+def test_the_clis_explicit_owner_pins_until_released(dataset, make_agent):
+    agent = make_agent(extra=FAST)
+    agent.start()
+    cli = [sys.executable, "-m", "shardcache.cli.main"]
+    done = subprocess.run(
+        [*cli, "prefetch", dataset, "--owner", "keep", "--agent", str(agent.socket)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    start = sweeps(agent)
+    eventually(lambda: sweeps(agent) >= start + 20, "twenty sweeps after the CLI exited")
+    assert owners(agent, dataset) == ["keep"]
