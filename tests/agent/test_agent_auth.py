@@ -151,8 +151,10 @@ def test_the_status_socket_serves_pods_read_only(s3_bucket, make_agent, sock_dir
 
 
 def test_an_open_socket_mode_is_refused(tmp_path, sock_dir):
-    from shardcache_daemonset.agent.main import main
+    from agent_process import AGENT
 
-    argv = ["--cache-dir", str(tmp_path / "c"), "--socket", str(sock_dir / "a.sock")]
-    assert main([*argv, "--socket-mode", "666"]) == 2
-    assert main([*argv, "--status-socket", str(sock_dir / "b.sock")]) == 2
+    argv = [str(AGENT), "--cache-dir", str(tmp_path / "c"), "--socket", str(sock_dir / "a.sock")]
+    for extra in (["--socket-mode", "666"], ["--status-socket", str(sock_dir / "b.sock")]):
+        result = subprocess.run([*argv, *extra], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert "--socket-mode" in result.stderr or "--status-socket" in result.stderr
