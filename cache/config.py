@@ -63,8 +63,12 @@ class Config:
     #: only by `min_free_fraction`
     max_bytes: int | None = None
     #: share of the file system that is always left free, so that a full cache never fills the
-    #: node's disk for other tenants (kubelet starts evicting pods at 10-15% free by default)
-    min_free_fraction: float = 0.10
+    #: node's disk for other tenants: kubelet evicts pods below 10% free on the node file system
+    #: and 15% on the image file system (often the same disk), so 20% keeps a margin above both
+    min_free_fraction: float = 0.20
+    #: share of the file system's inodes always left free: kubelet evicts pods below 5% free
+    #: inodes, and a dataset of many small objects runs out of inodes before bytes
+    min_free_inode_fraction: float = 0.10
     #: concurrent requests to the object store across all objects and parts; S3 serves far
     #: more per prefix, and 64 keeps a 10-25 Gbit NIC busy with 8 MiB parts at 20 ms latency
     max_concurrency: int = 64
@@ -90,6 +94,10 @@ class Config:
             raise ConfigError(f"max_bytes must be positive, got {self.max_bytes}")
         if not 0.0 <= self.min_free_fraction < 1.0:
             raise ConfigError(f"min_free_fraction must be in [0, 1), got {self.min_free_fraction}")
+        if not 0.0 <= self.min_free_inode_fraction < 1.0:
+            raise ConfigError(
+                f"min_free_inode_fraction must be in [0, 1), got {self.min_free_inode_fraction}"
+            )
         if self.max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be at least 1, got {self.max_concurrency}")
         if self.part_size_bytes < 1024 * 1024:
@@ -104,6 +112,8 @@ class Config:
             values["max_bytes"] = parse_size(env["SHARDCACHE_MAX_BYTES"])
         if env.get("SHARDCACHE_MIN_FREE_FRACTION"):
             values["min_free_fraction"] = _float(env, "SHARDCACHE_MIN_FREE_FRACTION")
+        if env.get("SHARDCACHE_MIN_FREE_INODE_FRACTION"):
+            values["min_free_inode_fraction"] = _float(env, "SHARDCACHE_MIN_FREE_INODE_FRACTION")
         if env.get("SHARDCACHE_MAX_CONCURRENCY"):
             values["max_concurrency"] = int(_float(env, "SHARDCACHE_MAX_CONCURRENCY"))
         if env.get("SHARDCACHE_FSYNC"):

@@ -13,6 +13,13 @@ before it is needed again. Instead:
 
 All byte accounting includes staging: a download reserves its size before its first byte is
 written, and the reservation counts against the budget until the file is published or dropped.
+
+The node's disk is shared with kubelet, images and every pod's writable layer: kubelet starts
+evicting pods when the node file system falls under 10% free (nodefs) or the image file system
+under 15% (imagefs), or under 5% of free inodes. The cache therefore keeps both shares above
+those thresholds (`min_free_fraction`, 20% by default, and `min_free_inode_fraction`), and a
+cache found over its budget at start-up (the budget was lowered, the disk filled up meanwhile)
+is trimmed back (`trim`), pinned data excepted and reported.
 """
 
 from __future__ import annotations
@@ -59,14 +66,23 @@ def headroom(usage: Usage, max_bytes: int | None, min_free_fraction: float) -> i
     return min(max_bytes - usage.published - usage.reserved, disk_room)
 
 
+def inode_room(inodes_free: int, inodes_total: int, min_free_inode_fraction: float) -> int:
+    """Files that may still be created without breaking the inode reserve. A file system that
+    reports no inode count (btrfs, some FUSE file systems) has no inode limit."""
+    if inodes_total <= 0:
+        return 1 << 62
+    return inodes_free - int(min_free_inode_fraction * inodes_total)
+
+
 def choose_victims(need: int, room: int, candidates: Iterable[Candidate],
-                   protection: Protection) -> list[Candidate] | None:
-    """Victims to evict so that `need` bytes fit, given `room` bytes free now.
+                   protection: Protection, files_short: int = 0) -> list[Candidate] | None:
+    """Victims to evict so that `need` bytes fit, given `room` bytes free now, and (each
+    eviction frees one inode) at least `files_short` files are freed.
 
     `candidates` come oldest first. Returns [] when it already fits, None when it cannot fit
     without evicting protected objects (the caller reads through instead).
     """
-    if need <= room:
+    if need <= room and files_short <= 0:
         return []
     victims: list[Candidate] = []
     for cand in candidates:
@@ -74,6 +90,34 @@ def choose_victims(need: int, room: int, candidates: Iterable[Candidate],
             continue
         victims.append(cand)
         room += cand.size
-        if need <= room:
+        if need <= room and len(victims) >= files_short:
             return victims
     return None
+
+
+@dataclass(frozen=True)
+class Trim:
+    """What start-up trimming evicts, and what stays over the budget because it is pinned."""
+
+    victims: tuple[Candidate, ...]
+    #: bytes (and files) still over the budget or the reserves after the victims are gone
+    bytes_over: int
+    files_over: int
+
+
+def trim(room: int, files_room: int, candidates: Iterable[Candidate],
+         protection: Protection) -> Trim:
+    """Bring a cache that is over its budget (`room` < 0) or its inode reserve (`files_room`
+    < 0) back within them: evict unprotected objects oldest first. Unlike a reservation, no
+    dataset is "sticky" here: the operator lowered the budget, and only pins (running pods)
+    keep data above it."""
+    victims: list[Candidate] = []
+    for cand in candidates:
+        if room >= 0 and files_room >= 0:
+            break
+        if protection.covers(cand.store, cand.key):
+            continue
+        victims.append(cand)
+        room += cand.size
+        files_room += 1
+    return Trim(tuple(victims), max(0, -room), max(0, -files_room))

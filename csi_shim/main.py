@@ -2,12 +2,17 @@
 
     shardcache-csi --endpoint unix:///csi/csi.sock --node-id "$NODE_NAME" \
         [--state-dir /var/lib/shardcache-csi] [--kubelet-dir /var/lib/kubelet] \
-        [--policy-file FILE] \
+        [--cache-dir /var/lib/shardcache] [--policy-file FILE] \
         [--view-socket /csi/view.sock --view-state-dir /var/lib/shardcache-view]
 
 The agent is reached at `SHARDCACHE_AGENT_SOCKET` (or `--agent-socket`), the policy file
-may also come from `SHARDCACHE_POLICY_FILE`. Exit status 2 for a usage error, 1 when the
-plugin cannot start; SIGTERM and SIGINT stop it gracefully, leaving every mount in place.
+may also come from `SHARDCACHE_POLICY_FILE` and is re-read when it changes; inside a cluster
+(KUBERNETES_SERVICE_HOST set) no policy file allows nothing. `--cache-dir` (or
+`SHARDCACHE_CACHE_DIR`) is the agent's cache as the plugin's container sees it: the plugin
+mounts only the directory it computes there for a dataset, whatever the agent answers.
+
+Exit status 2 for a usage error, 1 when the plugin cannot start; SIGTERM and SIGINT stop it
+gracefully, leaving every mount in place.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from shardcache.client.agent_client import AgentClient
 from shardcache.errors import CacheError, redact
-from shardcache_daemonset.policy import load_policy
+from shardcache.store.layout import Layout
+from shardcache_daemonset.policy import PolicySource, ReloadingPolicy, in_cluster
 
 from .node import NodeDriver
 from .server import build_server
@@ -37,6 +44,8 @@ from .view.supervise import Supervisor, server_command
 log = logging.getLogger("shardcache_csi")
 
 DEFAULT_AGENT_SOCKET = "/run/shardcache/agent.sock"
+#: the agent's --cache-dir in deploy/base, mounted at the same path in the plugin's container
+DEFAULT_CACHE_DIR = "/var/lib/shardcache"
 #: in-flight calls get this long to finish when the plugin is asked to stop
 GRACE_S = 5.0
 
@@ -50,7 +59,9 @@ class CsiConfig:
     state_dir: str = "/var/lib/shardcache-csi"
     #: kubelet's root dir; target paths outside its pods/ tree are refused
     kubelet_dir: str = "/var/lib/kubelet"
-    #: None: no policy file, every cloud URL is allowed (single-tenant clusters)
+    #: the agent's cache root as this container sees it
+    cache_dir: str = DEFAULT_CACHE_DIR
+    #: None: no policy file; then nothing is allowed in cluster mode, everything outside it
     policy_file: str | None = None
     #: the view server's control socket; None: only `view: bind` volumes are served
     view_socket: str | None = None
@@ -58,6 +69,8 @@ class CsiConfig:
     view_state_dir: str | None = None
     #: the keeper that holds the views' connections (its own DaemonSet)
     view_keeper_socket: str = "/csi/view-keeper.sock"
+    #: cluster mode (kubelet started the plugin): no policy file allows nothing
+    cluster: bool = True
 
 
 def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> CsiConfig:
@@ -71,6 +84,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> CsiConfig:
     )
     p.add_argument("--state-dir", default=CsiConfig.state_dir)
     p.add_argument("--kubelet-dir", default=CsiConfig.kubelet_dir)
+    p.add_argument("--cache-dir", default=env.get("SHARDCACHE_CACHE_DIR") or DEFAULT_CACHE_DIR)
     p.add_argument("--policy-file", default=env.get("SHARDCACHE_POLICY_FILE") or None)
     p.add_argument("--view-socket", default=env.get("SHARDCACHE_VIEW_SOCKET") or None,
                    help="the view server's socket; absent: only view: bind volumes")
@@ -90,10 +104,12 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> CsiConfig:
         agent_socket=args.agent_socket,
         state_dir=args.state_dir,
         kubelet_dir=args.kubelet_dir,
+        cache_dir=args.cache_dir,
         policy_file=args.policy_file,
         view_socket=args.view_socket,
         view_state_dir=args.view_state_dir,
         view_keeper_socket=args.view_keeper_socket,
+        cluster=in_cluster(env),
     )
 
 
@@ -109,11 +125,16 @@ def build_driver(config: CsiConfig) -> NodeDriver:
     state.prepare()
     return NodeDriver(
         agent=AgentClient(config.agent_socket),
-        policy=load_policy(config.policy_file),
+        policy=ReloadingPolicy(PolicySource(_path(config.policy_file), config.cluster)),
         state=state,
         kubelet_dir=config.kubelet_dir,
         view=ViewClient(config.view_socket) if config.view_socket else None,
+        layout=Layout(Path(config.cache_dir)),
     )
+
+
+def _path(text: str | None) -> Path | None:
+    return None if text is None else Path(text)
 
 
 def run(config: CsiConfig, stop: threading.Event) -> None:

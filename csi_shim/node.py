@@ -37,9 +37,9 @@ from shardcache.errors import (
     redact,
 )
 from shardcache.status import DatasetStatus
-from shardcache.store.layout import Layout
-from shardcache.urls import parse_url
-from shardcache_daemonset.policy import Policy
+from shardcache.store.layout import Layout, open_dir
+from shardcache.urls import StoreURL
+from shardcache_daemonset.policy import Decision
 
 from . import mounter
 from .mountinfo import MountEntry, mount_at, read_mountinfo
@@ -47,6 +47,7 @@ from .state import Record, StateDir
 from .targets import (
     PublishAction,
     PublishSpec,
+    check_local_dir,
     check_volume_id,
     decide_publish,
     parse_target_path,
@@ -57,6 +58,12 @@ from .targets import (
 log = logging.getLogger(__name__)
 #: a target with more stacked mounts than this is not something a retry loop should chase
 MAX_STACKED_MOUNTS = 8
+
+
+class PolicyPort(Protocol):
+    """The tenancy policy in force now (`ReloadingPolicy` re-reads its file on change)."""
+
+    def check(self, namespace: str, url: str) -> Decision: ...
 
 
 class AgentPort(Protocol):
@@ -90,9 +97,10 @@ class NodeDriver:
         self,
         *,
         agent: AgentPort,
-        policy: Policy,
+        policy: PolicyPort,
         state: StateDir,
         kubelet_dir: str,
+        layout: Layout,
         mounts: Callable[[], list[MountEntry]] = read_mountinfo,
         view: ViewPort | None = None,
     ) -> None:
@@ -100,6 +108,8 @@ class NodeDriver:
         #: None: this node has no view server, and read-through volumes are refused
         self.view = view
         self.policy = policy
+        #: the cache's layout under the plugin's own --cache-dir: the only place it mounts from
+        self.layout = layout
         self.state = state
         self.kubelet_dir = kubelet_dir
         self._mounts = mounts
@@ -121,8 +131,9 @@ class NodeDriver:
             kubelet_dir=self.kubelet_dir,
         )
         decision = self.policy.check(spec.namespace, spec.dataset)
-        if not decision.allowed:
+        if not decision.allowed or decision.url is None:
             raise PolicyDeniedError(decision.reason)
+        url = decision.url
         with self._lock(spec.target_path):
             record = self.state.get(spec.target_path)
             action = decide_publish(
@@ -148,9 +159,9 @@ class NodeDriver:
             if action is PublishAction.REMOUNT:
                 mounter.remount_read_only(spec.target_path)
             elif action is PublishAction.MOUNT:
-                self._mount(spec)
+                self._mount(spec, url)
 
-    def _mount(self, spec: PublishSpec) -> None:
+    def _mount(self, spec: PublishSpec, url: StoreURL) -> None:
         self.state.put(Record(spec, local_dir=""))
         try:
             with self._owners:
@@ -162,20 +173,27 @@ class NodeDriver:
             raise
         with contextlib.ExitStack() as undo:
             undo.callback(self._forget_or_release, spec)
-            local_dir = _local_dir(spec, status)
+            local_dir = str(self.layout.dataset_dir(url))
+            check_local_dir(spec.dataset, str(status.local_dir), local_dir)
             if self._make_target(spec.target_path):
                 undo.callback(_rmdir_quietly, spec.target_path)
-            if spec.view in ("bind", "status"):  # status: the status directory, bound alone
-                mounter.bind_read_only(local_dir, spec.target_path)
-            elif self.view is None:
-                raise UnavailableError(
-                    "this node's CSI plugin has no view server (--view-socket); use the "
-                    "volume attribute view: bind, or deploy shardcache-view"
-                )
-            else:
-                # the FUSE mount is made ro,nosuid,nodev,noexec at once: no half-made state
-                self.view.mount(spec.target_path, spec.dataset, local_dir)
-            self.state.put(Record(spec, local_dir=local_dir))
+            with contextlib.ExitStack() as opened:
+                # opened without following a link: a plain directory under the cache root
+                fd = _open_under_root(self.layout, url, spec, opened)
+                if spec.view in ("bind", "status"):
+                    # the descriptor, not the path: a symlink swapped in after the check
+                    # changes nothing
+                    mounter.bind_read_only(f"/proc/self/fd/{fd}", spec.target_path)
+                elif self.view is None:
+                    raise UnavailableError(
+                        "this node's CSI plugin has no view server (--view-socket); use the "
+                        "volume attribute view: bind, or deploy shardcache-view"
+                    )
+                else:
+                    # the FUSE mount is made ro,nosuid,nodev,noexec at once: no half-made state
+                    self.view.mount(spec.target_path, spec.dataset, local_dir)
+            shown = str(self.layout.status_dir(url)) if spec.view == "status" else local_dir
+            self.state.put(Record(spec, local_dir=shown))
             undo.pop_all()
 
     def _make_target(self, target: str) -> bool:
@@ -271,6 +289,17 @@ class NodeDriver:
         log.info("recovered state: %s", summary)
         return summary
 
+    # ---- health --------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """The plugin's own health, for Probe: it answers, and it can record publications.
+
+        Deliberately not the agent's: kubelet's liveness probe restarts a plugin whose Probe
+        fails, and restarting the plugin cannot bring the agent back; publishing answers
+        UNAVAILABLE while the agent is away, and kubelet retries that by itself."""
+        root = self.state.root
+        return root.is_dir() and os.access(root, os.W_OK | os.X_OK)
+
     # ---- helpers -----------------------------------------------------------------------
 
     def _options_at(self, path: str) -> frozenset[str] | None:
@@ -285,20 +314,28 @@ class NodeDriver:
             yield
 
 
-def _local_dir(spec: PublishSpec, status: DatasetStatus) -> str:
-    """What the target shows: the dataset's directory, or with `view: status` the dataset's
-    status directory alone (CACHE/status/DIGEST, beside the data tree of the same cache)."""
-    local_dir, what = str(status.local_dir), "the directory"
+def _open_under_root(
+    layout: Layout, url: StoreURL, spec: PublishSpec, stack: contextlib.ExitStack
+) -> int:
+    """A descriptor (closed with `stack`) of what the target shows: the dataset's directory, or
+    with `view: status` the dataset's status directory alone (CACHE/status/DIGEST), opened
+    below the cache root one component at a time without following a symlink (`open_dir`)."""
     if spec.view == "status":
-        layout = Layout.of_dataset_dir(status.local_dir, parse_url(spec.dataset))
-        local_dir = "" if layout is None else str(layout.status_dir(status.url))
-        what = "the status directory"
-    if not os.path.isabs(local_dir) or not os.path.isdir(local_dir):
+        base, segments, what = layout.root, ["status", layout.status_dir(url).name], "status"
+    else:
+        base, segments, what = layout.data_dir, layout.dataset_segments(url), "data"
+    try:
+        return int(stack.enter_context(open_dir(base, segments, create=False)))
+    except FileNotFoundError:
         raise UnavailableError(
-            f"the agent placed {what} of {spec.dataset} at {local_dir!r}, which is not a "
-            "directory on this node yet; kubelet will retry"
-        )
-    return local_dir
+            f"the agent has not created the {what} directory of {spec.dataset} on this node "
+            "yet; kubelet will retry"
+        ) from None
+    except OSError as e:  # ELOOP, ENOTDIR: a symlink or a file where a directory belongs
+        raise CacheStateError(
+            f"the {what} directory of {spec.dataset} under the cache root is not a plain "
+            f"directory ({e.strerror}); nothing is mounted"
+        ) from e
 
 
 def _rmdir_quietly(path: str) -> None:

@@ -70,9 +70,9 @@ class IdentityService(csi_pb2_grpc.IdentityServicer):
 
     @_answering
     def Probe(self, request: Any, context: grpc.ServicerContext) -> Any:
-        # The plugin itself is healthy whenever it answers; "ready" is whether publishing
-        # can work now, which needs the agent.
-        return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=self.driver.agent.ready()))
+        # The plugin's own health only: an agent outage must not get the plugin restarted
+        # (publishing answers UNAVAILABLE meanwhile, and kubelet retries).
+        return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=self.driver.healthy()))
 
 
 class NodeService(csi_pb2_grpc.NodeServicer):

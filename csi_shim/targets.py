@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from shardcache.errors import ConfigError
+from shardcache.errors import CacheStateError, ConfigError
 from shardcache_daemonset.policy import validate_pod_url
 
 POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
@@ -241,3 +241,18 @@ def should_release(spec: PublishSpec, others: Iterable[PublishSpec]) -> bool:
         o.owner == spec.owner and o.dataset == spec.dataset and o.target_path != spec.target_path
         for o in others
     )
+
+
+def check_local_dir(dataset: str, reported: object, expected: str) -> None:
+    """The agent's answer must name the very directory the plugin computed for the dataset
+    (the engine's layout under the plugin's own cache root); anything else is never mounted.
+
+    A confused or compromised agent could otherwise have the plugin bind any directory of the
+    node (`/`, another tenant's dataset, a kubelet secret) into a pod.
+    """
+    if reported != expected:
+        raise CacheStateError(
+            f"the agent placed {dataset} at {str(reported)[:300]!r}, but its directory under "
+            f"the cache root is {expected!r}; nothing is mounted. Check that the plugin's "
+            "--cache-dir (SHARDCACHE_CACHE_DIR) is the agent's"
+        )

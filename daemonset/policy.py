@@ -12,9 +12,18 @@ A namespace uses its own entry, else the `"*"` entry, else nothing. A prefix mat
 directory boundaries: `s3://b/img` allows `s3://b/img/` and `s3://b/img/train/`, never
 `s3://b/images/`. Schemes compare canonically (`gcs://` is `gs://`, `abfs://` is `az://`).
 
-With no policy file at all (`load_policy(None)`) every cloud URL is allowed: a single-tenant
-cluster needs no configuration. A named file that is missing or malformed is an error, never
-a silent allow-all. Whatever the policy says, only cloud schemes are ever allowed for pods,
+Outside a cluster, with no policy file at all (`load_policy(None)`), every cloud URL is allowed:
+a single machine needs no configuration. In cluster mode (`in_cluster`: kubelet sets
+`KUBERNETES_SERVICE_HOST` in every container) a missing policy file allows nothing. A named file
+that is missing or malformed is an error at start, never a silent allow-all.
+
+`ReloadingPolicy` is the one component the webhook, the CSI plugin, the agent and its pod
+watcher share to follow the file as the operator edits the ConfigMap: a grant reaches the next
+mount, a revocation stops the next mount and registration. A file that becomes unreadable or
+malformed later allows nothing until it is fixed (fail closed: an edit meant to revoke a grant
+must never leave the grant in force because it had a typo).
+
+Whatever the policy says, only cloud schemes are ever allowed for pods,
 and a URL whose path holds `.`/`..`/empty segments, a backslash or a control character is
 refused: a prefix check on a path that a later component would normalise differently is no
 check at all.
@@ -23,13 +32,19 @@ check at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shardcache.errors import ConfigError
 from shardcache.urls import StoreURL, parse_url, require_cloud
+
+log = logging.getLogger(__name__)
 
 WILDCARD = "*"
 #: longest URL accepted from a pod; longer ones are hostile or a mistake (S3 keys stop at 1024)
@@ -65,6 +80,8 @@ class Policy:
 
 
 ALLOW_ALL = Policy(None)
+#: no entry and no wildcard: every namespace gets nothing
+DENY_ALL = Policy({})
 
 
 def check(policy: Policy, namespace: str, url: str) -> Decision:
@@ -159,3 +176,103 @@ def _decode(text: str, where: str) -> Any:
 
 def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def in_cluster(env: Mapping[str, str]) -> bool:
+    """Cluster mode: kubelet sets KUBERNETES_SERVICE_HOST in every container it starts."""
+    return bool(env.get("KUBERNETES_SERVICE_HOST"))
+
+
+#: a file's identity and content version: (inode, mtime ns, size), or None when unreadable
+FileStamp = tuple[int, int, int] | None
+
+
+def stamp_of(path: Path) -> FileStamp:
+    """What changes when a file is rewritten in place or kubelet swaps its `..data` symlink."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    """Where the policy comes from, and how it behaves without one."""
+
+    path: Path | None
+    #: cluster mode: no file (or an unreadable one) allows nothing
+    cluster: bool
+    #: the file is stat'ed at most this often; kubelet refreshes a mounted ConfigMap within
+    #: about a minute, so a second costs nothing and is far finer than that
+    check_interval_s: float = 1.0
+
+
+def without_file(cluster: bool) -> Policy:
+    """The policy in force when no file is named: allow all on one machine, nothing in a
+    cluster (a DaemonSet started without its ConfigMap must not open every bucket)."""
+    return DENY_ALL if cluster else ALLOW_ALL
+
+
+class ReloadingPolicy:
+    """The policy in force, re-read when its file changes; safe to share between threads.
+
+    `current()` costs one `stat` at most every `check_interval_s`, so callers ask it on every
+    decision (each review, publish, registration, pod event) instead of running a timer.
+    `generation` counts the policies put in force (1 after start); `last_error` says why the
+    file is refused right now, None when it is in force.
+    """
+
+    def __init__(self, source: PolicySource, clock: Callable[[], float] = time.monotonic) -> None:
+        self.source = source
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+        if source.path is None:
+            self._policy, self._stamp = without_file(source.cluster), None
+        else:
+            # raises ConfigError: an unusable file at start is the operator's to fix now
+            self._stamp = stamp_of(source.path)
+            self._policy = load_policy(source.path)
+        self.generation = 1
+        self._checked_at = clock()
+
+    def current(self) -> Policy:
+        """The policy to decide with now (re-read first if the file changed)."""
+        self.maybe_reload()
+        return self._policy
+
+    @property
+    def in_force(self) -> Policy:
+        """The policy as last loaded, without looking at the file (for a caller whose own
+        timer calls `maybe_reload`)."""
+        return self._policy
+
+    def check(self, namespace: str, url: str) -> Decision:
+        return check(self.current(), namespace, url)
+
+    def maybe_reload(self, force: bool = False) -> str | None:
+        """Re-read the file if it changed: "ok", "error" (now allowing nothing) or None."""
+        path = self.source.path
+        if path is None:
+            return None
+        with self._lock:
+            now = self._clock()
+            if not force and now - self._checked_at < self.source.check_interval_s:
+                return None
+            self._checked_at = now
+            stamp = stamp_of(path)
+            if stamp == self._stamp:
+                return None
+            self._stamp = stamp
+            try:
+                policy, error = load_policy(path), None
+            except ConfigError as e:
+                policy, error = DENY_ALL, str(e)
+            self._policy, self.last_error = policy, error
+            self.generation += 1
+        if error is not None:
+            log.error("policy file %s is unusable, allowing nothing until fixed: %s", path, error)
+            return "error"
+        log.info("policy file %s reloaded (generation %d)", path, self.generation)
+        return "ok"

@@ -52,6 +52,16 @@ class Histogram:
         return tuple(out)
 
 
+def policy_generation(generation: int) -> Family:
+    """`shardcache_policy_generation`, the same series wherever the tenancy policy is read."""
+    return Family(
+        "shardcache_policy_generation",
+        "gauge",
+        "Tenancy policies put in force since start (rises on every reload).",
+        (("", {}, generation),),
+    )
+
+
 def render(fams: Sequence[Family]) -> str:
     lines: list[str] = []
     for f in fams:
@@ -88,4 +98,3 @@ def parse(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
-

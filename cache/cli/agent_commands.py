@@ -35,7 +35,8 @@ def run_with_agent(args: argparse.Namespace, socket_path: str, out: Output) -> i
 def _prefetch(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
     url = str(parse_url(args.url).as_dataset())
     owner = args.owner or f"cli-{os.getpid()}"
-    status = client.register(url, owner)
+    # an explicit --owner pins until released; cli-PID's lease ends soon after this process
+    status = client.register(url, owner, durable=bool(args.owner))
     try:
         with out.progress(url) as update:
             while not status.state.settled:

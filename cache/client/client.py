@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 from .. import keys as keymap
 from ..config import Config
-from ..errors import NotFoundError, UnavailableError, UnsafeKeyError
+from ..errors import AccessDeniedError, NotFoundError, UnavailableError, UnsafeKeyError
 from ..store.layout import Layout
 from ..store.readonly import known_entries
 from ..urls import StoreURL, parse_url
@@ -248,7 +248,8 @@ class Client:
         if self.agent is not None:
             try:
                 path = self.agent.fetch(str(parsed))
-            except UnavailableError:
+            except (UnavailableError, AccessDeniedError):
+                # AccessDenied: a read-only status socket (hostpath pods) fetches nothing
                 self._count("fallbacks")
                 return self.remote.read(parsed)
         else:

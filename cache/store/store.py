@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import os
 import sqlite3
 import time
@@ -23,7 +24,16 @@ from typing import Any, TypeVar
 from ..backends.base import Checksum, ObjectInfo
 from ..config import Config
 from ..errors import CacheError, CacheStateError, is_disk_full
-from ..policy import Candidate, Protection, Usage, choose_victims, headroom
+from ..policy import (
+    Candidate,
+    Protection,
+    Trim,
+    Usage,
+    choose_victims,
+    headroom,
+    inode_room,
+    trim,
+)
 from ..status import DatasetState, Failure, ManifestPage
 from ..urls import StoreURL, parse_url
 from . import files
@@ -31,6 +41,7 @@ from .adopt import adopt_quick
 from .index import Index
 from .layout import Layout, open_dir
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: (store, prefix) of datasets whose objects may not be evicted to make room for a download
 Protect = tuple[tuple[str, str], ...]
@@ -55,6 +66,8 @@ class Store:
         #: objects and bytes this store evicted (to make room, or gone from a listing)
         self.evictions = 0
         self.evicted_bytes = 0
+        #: what the start-up trim evicted and what stayed over the budget (set by open)
+        self.last_trim = Trim((), 0, 0)
 
     # -- lifecycle and the index thread ---------------------------------------------------
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -67,6 +80,7 @@ class Store:
         self.layout.prepare()
         self._index = Index(self.layout.index_path)
         adopt_quick(self.layout, self._index)
+        self.last_trim = self._trim()
 
     def close(self) -> None:
         if self._index is not None:
@@ -186,8 +200,12 @@ class Store:
             room = headroom(self.usage(), self.config.max_bytes, self.config.min_free_fraction)
             # Who is protected only matters when something must be evicted: reading the pins
             # for every object of a prefetch that fits was a query per object for nothing.
-            victims = [] if size <= room else choose_victims(
-                size, room, self._candidates(), self._protection(requester))
+            files_short = 1 - self._inode_room()
+            if size <= room and files_short <= 0:
+                victims: list[Candidate] | None = []
+            else:
+                victims = choose_victims(size, room, self._candidates(),
+                                         self._protection(requester), files_short=files_short)
             if victims is None:
                 idx.rollback()
                 return False
@@ -195,6 +213,28 @@ class Store:
                 self.evict_object(v.store, v.key)
             idx.add_reservation(rid, size)
             return True
+
+    def _inode_room(self) -> int:
+        st = os.statvfs(self.layout.root)
+        return inode_room(st.f_favail, st.f_files, self.config.min_free_inode_fraction)
+
+    def _trim(self) -> Trim:
+        """Bring the cache back within its budget and reserves at start-up (the budget may
+        have been lowered since the last run): unpinned objects go oldest first; what is
+        pinned stays, and is reported."""
+        with self.transaction():
+            room = headroom(self.usage(), self.config.max_bytes, self.config.min_free_fraction)
+            result = trim(room, self._inode_room(), self._candidates(), self._protection(()))
+            for v in result.victims:
+                self.evict_object(v.store, v.key)
+        if result.victims:
+            log.info("trimmed %d objects (%d bytes) to fit the budget", len(result.victims),
+                     sum(v.size for v in result.victims))
+        if result.bytes_over or result.files_over:
+            log.warning("the cache stays over its budget by %d bytes and %d files: all of it "
+                        "is pinned by running pods or owners", result.bytes_over,
+                        result.files_over)
+        return result
 
     def _candidates(self) -> Iterator[Candidate]:
         after: tuple[float, str, str] | None = None

@@ -1,7 +1,9 @@
 """What the pods on this node ask of the agent: pure, from pod JSON and the policy.
 
 A pod opts in with the label `shardcache.io/enabled: "true"` and names datasets in its
-annotations (read by `shardcache_daemonset.podspec`, as the webhook reads them).
+annotations (read by `shardcache_daemonset.podspec`, as the webhook reads them). A pod that
+uses a `csi.shardcache.io` volume counts too, labelled or not: whoever wrote the volume by hand
+(or a webhook that was down) still reads the dataset, so it stays pinned while the pod runs.
 Each URL goes through the namespace policy; a refused one becomes a `Refusal` to report, never
 a registration. `plan` compares what the pods want with the pins in the index: the pod watcher
 is this module plus I/O.
@@ -16,7 +18,7 @@ from typing import Any
 
 from shardcache.errors import OptInError
 
-from ..podspec import is_enabled, read_opt_in
+from ..podspec import DRIVER_NAME, is_enabled, read_opt_in
 from ..policy import Policy
 
 #: pod phases after which no container of the pod runs again
@@ -74,28 +76,57 @@ def is_pod_uid(owner: str) -> bool:
 
 
 def view(pod: Any, policy: Policy) -> PodView | None:
-    """The datasets an opted-in pod wants; None for pods that did not opt in."""
+    """The datasets a pod wants: from its opt-in annotations and its shardcache CSI volumes;
+    None for pods that have neither."""
     meta = pod.get("metadata") if isinstance(pod, Mapping) else None
-    if not isinstance(meta, dict) or not is_enabled(meta):
+    if not isinstance(meta, dict):
+        return None
+    volumes = csi_volumes(pod)
+    if not is_enabled(meta) and not volumes:
         return None
     uid, ns, name = (str(meta.get(k) or "") for k in ("uid", "namespace", "name"))
     if not uid:
         return None
     phase = (pod.get("status") or {}).get("phase")
     active = phase not in FINISHED_PHASES
-    try:
-        opt = read_opt_in(meta, *_ANY_TIMEOUT_S)
-    except OptInError as e:
-        return PodView(uid, ns, name, active, refusals=(Refusal(uid, ns, name, "", str(e)),))
-    wants: list[Want] = []
+    requests: list[tuple[str, str]] = list(volumes)
     refusals: list[Refusal] = []
-    for req in opt.datasets:
-        decision = policy.check(ns, req.url)
-        if decision.allowed and decision.url is not None:
-            wants.append(Want(uid, str(decision.url), ns, opt.prefetch))
+    if is_enabled(meta):
+        try:
+            opt = read_opt_in(meta, *_ANY_TIMEOUT_S)
+        except OptInError as e:
+            refusals.append(Refusal(uid, ns, name, "", str(e)))
         else:
-            refusals.append(Refusal(uid, ns, name, req.url, decision.reason))
-    return PodView(uid, ns, name, active, tuple(wants), tuple(refusals))
+            requests += [(req.url, opt.prefetch) for req in opt.datasets]
+    wants: dict[str, Want] = {}
+    for url, prefetch in requests:
+        decision = policy.check(ns, url)
+        if decision.allowed and decision.url is not None:
+            key = str(decision.url)
+            if key not in wants or prefetch == "all":
+                wants[key] = Want(uid, key, ns, prefetch)
+        else:
+            refusals.append(Refusal(uid, ns, name, url, decision.reason))
+    return PodView(uid, ns, name, active, tuple(wants.values()), tuple(refusals))
+
+
+def csi_volumes(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(dataset URL, prefetch) of every inline `csi.shardcache.io` volume of a pod."""
+    spec = pod.get("spec")
+    volumes = spec.get("volumes") if isinstance(spec, Mapping) else None
+    found: list[tuple[str, str]] = []
+    for volume in volumes if isinstance(volumes, list) else []:
+        csi = volume.get("csi") if isinstance(volume, Mapping) else None
+        if not isinstance(csi, Mapping) or csi.get("driver") != DRIVER_NAME:
+            continue
+        attributes = csi.get("volumeAttributes")
+        attributes = attributes if isinstance(attributes, Mapping) else {}
+        url = attributes.get("dataset")
+        prefetch = attributes.get("prefetch", "all")
+        found.append(
+            (url if isinstance(url, str) else "", prefetch if prefetch == "none" else "all")
+        )
+    return found
 
 
 def plan(pods: Iterable[PodView], pins: Iterable[tuple[str, str]]) -> Plan:

@@ -9,11 +9,11 @@ it needs the node name (`--node-name`, default $NODE_NAME). Exit status: 0 after
 SIGINT, 1 when the agent cannot start (socket in use, unreadable policy, unusable cache
 directory), 2 for a usage error.
 
-The socket is made mode 0666 unless `--socket-mode` says otherwise: who may talk to the agent
-is decided by who may mount the socket's directory (the DaemonSet's own containers, and in the
-hostpath mode the opted-in pods, whose containers run as arbitrary non-root users that a 0660
-root-owned socket would shut out of on-demand fetches). On a shared host, put the socket in a
-directory of mode 0750 or pass `--socket-mode 660`.
+The socket is made mode 0660 (`--socket-mode`; 600 is stricter still): only root and the
+socket's group may connect, and every request that changes anything must come from uid 0
+(checked with SO_PEERCRED, see auth.py). Pods never reach this socket. In the hostpath mode,
+`--status-socket PATH` adds a second socket, mode 0666, in a directory of its own that the
+webhook mounts into pods: it serves one dataset's status, paths and health, nothing else.
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ from shardcache.config import Config, parse_size
 from shardcache.engine import Engine
 from shardcache.errors import CacheError, ConfigError, redact
 
-from ..policy import Policy, load_policy
+from ..policy import PolicySource, ReloadingPolicy, in_cluster
 from . import logs
+from .leasekeeper import LeaseKeeper
+from .leases import DEFAULT_TTL_S, SWEEP_INTERVAL_S, LeaseBook
 from .logs import kv
-from .server import api_app, claim_socket, metrics_app
+from .server import api_app, claim_socket, metrics_app, status_app
 from .service import Agent
 from .watcher import PodWatcher, WatcherConfig
 
@@ -53,9 +55,12 @@ class AgentOptions:
     config: Config
     socket: Path
     socket_mode: int
+    status_socket: Path | None
     metrics_port: int | None
     metrics_host: str
-    policy: Policy
+    policy: PolicySource
+    lease_ttl_s: float
+    lease_sweep_s: float
     watcher: WatcherConfig | None
 
 
@@ -73,9 +78,15 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--socket-mode",
-        default="666",
+        default="660",
         type=lambda s: int(s, 8),
-        help="octal permission bits of the socket (default 666, see --help text)",
+        help="octal permission bits of the socket (default 660)",
+    )
+    p.add_argument(
+        "--status-socket",
+        type=Path,
+        help="also serve read-only status here, mode 0666 (hostpath mode: mount only its "
+        "directory into pods)",
     )
     p.add_argument("--max-bytes", type=_size, help="byte budget, e.g. 500GiB")
     p.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz, /readyz on TCP")
@@ -93,7 +104,18 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument(
         "--policy-file",
         default=env.get("SHARDCACHE_POLICY_FILE"),
-        help="namespace -> allowed URL prefixes; absent: every cloud URL",
+        help="namespace -> allowed URL prefixes, re-read when it changes; absent: nothing "
+        "in cluster mode (with the pod watcher, or KUBERNETES_SERVICE_HOST set), every cloud "
+        "URL outside it",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=DEFAULT_TTL_S,
+        help="seconds a pin of a non-pod owner outlives its owner (default %(default)s)",
+    )
+    p.add_argument(
+        "--lease-sweep-interval", type=float, default=SWEEP_INTERVAL_S, help=argparse.SUPPRESS
     )
     p.add_argument("--watch-timeout", type=int, default=300, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default=env.get("SHARDCACHE_LOG_LEVEL", "INFO"))
@@ -122,16 +144,32 @@ def build_options(args: argparse.Namespace, env: Mapping[str, str]) -> AgentOpti
             watch_timeout_s=args.watch_timeout,
             read_timeout_s=args.watch_timeout + 30.0,
         )
+    if args.socket_mode & ~0o660:
+        raise ConfigError(
+            f"--socket-mode {args.socket_mode:o} lets others than root and the socket's group "
+            "connect; use 660 or 600 (pods read status through --status-socket)"
+        )
+    if args.status_socket is not None and args.status_socket.parent == Path(args.socket).parent:
+        raise ConfigError(
+            "--status-socket must be in another directory than --socket: the directory "
+            "mounted into pods must not hold the main socket"
+        )
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         raise ConfigError(f"--metrics-port must be 0..65535, got {args.metrics_port}")
     return AgentOptions(
         config=config,
         socket=Path(args.socket),
         socket_mode=args.socket_mode,
+        status_socket=args.status_socket,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
-        policy=load_policy(args.policy_file),
+        policy=PolicySource(
+            Path(args.policy_file) if args.policy_file else None,
+            cluster=watcher is not None or in_cluster(env),
+        ),
         watcher=watcher,
+        lease_ttl_s=args.lease_ttl,
+        lease_sweep_s=args.lease_sweep_interval,
     )
 
 
@@ -144,13 +182,20 @@ async def serve(opts: AgentOptions) -> None:
         loop.add_signal_handler(sig, stop.set)
     t0 = time.monotonic()
     engine = Engine(opts.config)
-    agent = Agent(engine, opts.policy)
+    policy = ReloadingPolicy(opts.policy)
+    agent = Agent(engine, policy)
+    leases = LeaseKeeper(
+        agent,
+        LeaseBook(opts.config.cache_dir / "leases.json", opts.lease_ttl_s),
+        opts.lease_sweep_s,
+    )
     stopping = [False]
-    runners = await _listen(opts, agent, stopping)
+    runners = await _listen(opts, agent, stopping, leases)
     watcher = None
     try:
         await engine.open()
         agent.start()
+        await leases.start()
         log.info(
             "ready",
             extra=kv(
@@ -160,7 +205,7 @@ async def serve(opts: AgentOptions) -> None:
             ),
         )
         if opts.watcher is not None:
-            watcher = PodWatcher(agent, opts.policy, opts.watcher, loop)
+            watcher = PodWatcher(agent, policy, opts.watcher, loop)
             watcher.start()
             open_failed = watcher.open_failed  # posts an Event: off the loop, it waits on I/O
             agent.views.observers.append(
@@ -172,6 +217,7 @@ async def serve(opts: AgentOptions) -> None:
         stopping[0] = True
         if watcher is not None:
             watcher.stop()
+        await leases.stop()
         await agent.shutdown()
         for runner in runners:
             await runner.cleanup()
@@ -179,18 +225,29 @@ async def serve(opts: AgentOptions) -> None:
         log.info("stopped", extra=kv(seconds_up=round(time.monotonic() - t0, 1)))
 
 
-async def _listen(opts: AgentOptions, agent: Agent, stopping: list[bool]) -> list[web.AppRunner]:
+async def _listen(
+    opts: AgentOptions, agent: Agent, stopping: list[bool], leases: LeaseKeeper
+) -> list[web.AppRunner]:
     claim_socket(opts.socket)
     api = web.AppRunner(
-        api_app(agent, stopping), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
+        api_app(agent, stopping, leases), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
     )
     await api.setup()
     await web.UnixSite(api, str(opts.socket)).start()
     os.chmod(opts.socket, opts.socket_mode)
     runners = [api]
+    if opts.status_socket is not None:
+        claim_socket(opts.status_socket)
+        status = web.AppRunner(
+            status_app(agent, stopping), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
+        )
+        await status.setup()
+        await web.UnixSite(status, str(opts.status_socket)).start()
+        os.chmod(opts.status_socket, 0o666)  # read-only routes only, for pods of any uid
+        runners.append(status)
     if opts.metrics_port is not None:
         tcp = web.AppRunner(
-            metrics_app(agent, stopping), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
+            metrics_app(agent, stopping, leases), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
         )
         await tcp.setup()
         site = web.TCPSite(tcp, opts.metrics_host, opts.metrics_port)

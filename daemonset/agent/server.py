@@ -3,8 +3,9 @@
 Handlers parse, call `Agent`, and turn shardcache errors into `{"error": {kind, message}}` with
 the status of the one kind table (`shardcache.errors.CODES`); no decision is made here. The
 TCP port serves only /metrics, /healthz and /readyz (the kubelet's probes and Prometheus reach
-it; the dataset API stays on the socket, which only what mounts the socket directory can
-reach).
+it; the dataset API stays on the socket). On the socket, every request passes `auth.refusal`
+first: GETs are open to whoever can connect, everything else needs root (`SO_PEERCRED`). The
+optional status socket (hostpath mode) serves a few GETs and nothing else.
 """
 
 from __future__ import annotations
@@ -21,14 +22,20 @@ from aiohttp import web
 from shardcache.errors import CacheError, ConfigError, UnavailableError, codes_of, redact
 from shardcache.status import DatasetStatus, StatusJSON
 
+from ..prometheus import policy_generation
+from .auth import READ_METHODS, Peer, peer_of, refusal
+from .leasekeeper import LeaseKeeper
 from .logs import kv
-from .metrics import Snapshot, families, render
+from .metrics import Family, Snapshot, families, render
 from .service import Agent
 
 log = logging.getLogger("shardcache.agent.http")
 
 AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent", Agent)
 STOPPING_KEY: web.AppKey[list[bool]] = web.AppKey("stopping", list)
+LEASES_KEY: web.AppKey[LeaseKeeper] = web.AppKey("leases", LeaseKeeper)
+#: the caller of a request on a unix socket, set by `auth_middleware`
+PEER = "shardcache.peer"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,6 +62,39 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except OSError as e:
         log.error("request failed", extra=kv(path=request.path, error=redact(str(e))))
         return error_response("cache_state", f"{type(e).__name__}: {e}")
+
+
+def request_peer(request: web.Request) -> Peer | None:
+    """The process that sent `request`, when it came over a unix socket."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    return peer_of(sock)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    peer = request_peer(request)
+    reason = refusal(peer, request.method, request.path)
+    if reason is not None:
+        log.warning(
+            "refused", extra=kv(path=request.path, uid=peer and peer.uid, pid=peer and peer.pid)
+        )
+        return error_response("access_denied", reason)
+    request[PEER] = peer
+    return await handler(request)
+
+
+@web.middleware
+async def read_only_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The status socket answers every change with 403, so a client there (a hostpath pod)
+    knows to read elsewhere rather than take it for a missing route."""
+    if request.method not in READ_METHODS:
+        return error_response(
+            "access_denied", f"{request.method} {request.path}: this socket is read-only"
+        )
+    return await handler(request)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -99,16 +139,35 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     agent = _agent(request)
-    if not agent.ready:
-        text = render(families(agent.counters, _empty_snapshot(agent)))
-    else:
-        text = render(families(agent.counters, await agent.snapshot()))
+    snapshot = await agent.snapshot() if agent.ready else _empty_snapshot(agent)
+    agent.policy.maybe_reload()
+    fams = [*families(agent.counters, snapshot), policy_generation(agent.policy.generation)]
+    leases = request.app.get(LEASES_KEY)
+    if leases is not None:
+        fams += lease_families(len(leases.book.leases), leases.reclaimed, leases.sweeps)
+    text = render(fams)
     return web.Response(
         text=text,
         content_type="text/plain",
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
     )
+
+
+def lease_families(held: int, reclaimed: int, sweeps: int) -> list[Family]:
+    def one(name: str, kind: str, help_: str, value: int) -> Family:
+        return Family(name, kind, help_, (("", {}, value),))
+
+    return [
+        one("shardcache_leases", "gauge", "Pins of non-pod owners held by a lease.", held),
+        one(
+            "shardcache_lease_reclaims_total",
+            "counter",
+            "Pins released because their lease expired (the owner died).",
+            reclaimed,
+        ),
+        one("shardcache_lease_sweeps_total", "counter", "Lease sweeps run.", sweeps),
+    ]
 
 
 def _empty_snapshot(agent: Agent) -> Snapshot:
@@ -134,18 +193,26 @@ def _serving(request: web.Request) -> Agent:
 async def register(request: web.Request) -> web.Response:
     agent = _serving(request)
     doc = await _body(request)
+    durable = doc.get("durable", False)
+    if not isinstance(durable, bool):
+        raise ConfigError('"durable" must be true or false')
+    url, owner = _str(doc, "url"), _str(doc, "owner")
     status = await agent.register(
-        _str(doc, "url"),
-        _str(doc, "owner"),
-        _str(doc, "namespace", required=False),
-        doc.get("prefetch") or "all",
+        url, owner, _str(doc, "namespace", required=False), doc.get("prefetch") or "all"
     )
+    request.app[LEASES_KEY].registered(url, owner, request.get(PEER), durable)
     return web.json_response(_json(status))
 
 
 async def release(request: web.Request) -> web.Response:
+    agent = _serving(request)
     doc = await _body(request)
-    return web.json_response(await _serving(request).release(_str(doc, "url"), _str(doc, "owner")))
+    url, owner = _str(doc, "url"), _str(doc, "owner")
+    leases = request.app[LEASES_KEY]
+    leases.check_release(url, owner, request.get(PEER))
+    answer = await agent.release(url, owner)
+    leases.released(url, owner)
+    return web.json_response(answer)
 
 
 async def datasets(request: web.Request) -> web.Response:
@@ -228,33 +295,48 @@ def _json(status: DatasetStatus) -> StatusJSON:
     return status.as_json(listed_at=False)
 
 
-def _app(agent: Agent, stopping: list[bool], *, api: bool) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024)
+def _app(agent: Agent, stopping: list[bool], *, routes: str) -> web.Application:
+    guard = {"api": [auth_middleware], "status": [read_only_middleware]}.get(routes, [])
+    middlewares = [errors_middleware, *guard]
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[AGENT_KEY] = agent
     app[STOPPING_KEY] = stopping
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    if api:
+    if routes in ("api", "metrics"):
+        app.router.add_get("/metrics", metrics)
+    if routes in ("api", "status"):
+        app.router.add_get("/v1/datasets/status", dataset_status)
+        app.router.add_get("/v1/path", path)
+    if routes == "api":
         app.router.add_post("/v1/datasets", register)
         app.router.add_post("/v1/datasets/release", release)
         app.router.add_get("/v1/datasets", datasets)
-        app.router.add_get("/v1/datasets/status", dataset_status)
         app.router.add_get("/v1/datasets/manifest", manifest)
         app.router.add_post("/v1/views/report", report_view)
         app.router.add_post("/v1/objects/fetch", fetch)
-        app.router.add_get("/v1/path", path)
         app.router.add_post("/v1/verify", verify)
         app.router.add_post("/v1/evict", evict)
     return app
 
 
-def api_app(agent: Agent, stopping: list[bool]) -> web.Application:
-    return _app(agent, stopping, api=True)
+def api_app(agent: Agent, stopping: list[bool], leases: LeaseKeeper) -> web.Application:
+    """The full API, for the main socket (changes need root, see auth.py)."""
+    app = _app(agent, stopping, routes="api")
+    app[LEASES_KEY] = leases
+    return app
 
 
-def metrics_app(agent: Agent, stopping: list[bool]) -> web.Application:
-    return _app(agent, stopping, api=False)
+def metrics_app(agent: Agent, stopping: list[bool], leases: LeaseKeeper) -> web.Application:
+    app = _app(agent, stopping, routes="metrics")
+    app[LEASES_KEY] = leases
+    return app
+
+
+def status_app(agent: Agent, stopping: list[bool]) -> web.Application:
+    """Read-only status for pods (hostpath mode): one dataset's status by its URL, paths and
+    health; no listing of every dataset (other tenants' URLs), no metrics, no POST at all."""
+    return _app(agent, stopping, routes="status")
 
 
 def claim_socket(path: Path) -> None:

@@ -26,7 +26,7 @@ from shardcache.engine import (
 from shardcache.errors import CacheError, ConfigError, PolicyDeniedError, kind_of, redact
 from shardcache.urls import StoreURL, parse_url, require_cloud
 
-from ..policy import Policy, validate_pod_url
+from ..policy import WILDCARD, ReloadingPolicy, validate_pod_url
 from . import status as st
 from .logs import kv
 from .metrics import AgentCounters, Snapshot
@@ -42,7 +42,7 @@ STATUS_FILE_INTERVAL_S = 1.0
 
 
 class Agent:
-    def __init__(self, engine: Engine, policy: Policy) -> None:
+    def __init__(self, engine: Engine, policy: ReloadingPolicy) -> None:
         self.engine = engine
         self.policy = policy
         self.counters = AgentCounters()
@@ -122,10 +122,16 @@ class Agent:
         return status
 
     def accept(self, url: str, namespace: str | None) -> StoreURL:
-        """A cloud dataset URL with a clean path; with a namespace, also the tenancy policy."""
-        if namespace is None:
-            return validate_pod_url(url)
-        decision = self.policy.check(namespace, url)
+        """A cloud dataset URL with a clean path that the tenancy policy allows: for the
+        namespace, or without one (an operator outside a cluster) for the `"*"` entry. In
+        cluster mode every registration names the namespace it is for."""
+        if namespace is None and self.policy.source.cluster:
+            raise ConfigError(
+                "in cluster mode a registration needs the namespace it is for (the CSI plugin "
+                "and the pod watcher send the pod's)"
+            )
+        validate_pod_url(url)  # a malformed URL is a ConfigError, not a policy matter
+        decision = self.policy.check(namespace or WILDCARD, url)
         if not decision.allowed:
             raise PolicyDeniedError(decision.reason)
         assert decision.url is not None
@@ -266,7 +272,7 @@ class Agent:
         require_cloud(parsed)
         if not parsed.path or parsed.path.endswith("/"):
             raise ConfigError(f"{url} names a dataset, not an object; fetch one object key")
-        if self.policy.rules is not None and not await self.engine.covers(parsed):
+        if self.policy.current().rules is not None and not await self.engine.covers(parsed):
             raise PolicyDeniedError(
                 f"{parsed} is not inside a registered dataset; with a tenancy policy, only "
                 "objects of datasets registered for a pod are fetched on demand"

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from shardcache.errors import CacheError, redact
 
-from ..policy import Policy
+from ..policy import ReloadingPolicy
 from . import desired
 from .logs import kv
 from .service import Agent
@@ -54,7 +54,11 @@ class WatcherConfig:
 
 class PodWatcher:
     def __init__(
-        self, agent: Agent, policy: Policy, config: WatcherConfig, loop: asyncio.AbstractEventLoop
+        self,
+        agent: Agent,
+        policy: ReloadingPolicy,
+        config: WatcherConfig,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.agent = agent
         self.policy = policy
@@ -122,7 +126,8 @@ class PodWatcher:
         )
         doc = json.loads(resp.data)
         pods = doc.get("items") or []
-        views = [v for v in (desired.view(p, self.policy) for p in pods) if v is not None]
+        policy = self.policy.current()
+        views = [v for v in (desired.view(p, policy) for p in pods) if v is not None]
         self._pods = {v.uid: (v.namespace, v.name) for v in views}
         pins = self._call(self.agent.pins())
         plan = desired.plan(views, pins)
@@ -174,7 +179,7 @@ class PodWatcher:
     # -- decisions to actions -------------------------------------------------------------
     def _apply(self, kind: str, pod: dict[str, Any]) -> None:
         uid = str((pod.get("metadata") or {}).get("uid") or "")
-        v = desired.view(pod, self.policy)
+        v = desired.view(pod, self.policy.current())
         if v is not None and kind != "DELETED":
             self._pods[v.uid] = (v.namespace, v.name)
         else:

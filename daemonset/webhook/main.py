@@ -22,6 +22,7 @@ from pathlib import Path
 
 from shardcache.errors import ConfigError
 
+from ..policy import in_cluster
 from .mutate import Settings
 from .server import ServerConfig, running
 
@@ -38,8 +39,11 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--policy-file",
         type=Path,
         default=env.get("SHARDCACHE_POLICY_FILE"),
-        help="namespace -> allowed URL prefixes (JSON or YAML); absent: allow all",
+        help="namespace -> allowed URL prefixes (JSON or YAML); re-read when it changes. "
+        "Absent: nothing is allowed inside a cluster (KUBERNETES_SERVICE_HOST set), "
+        "every cloud URL outside one",
     )
+    p.set_defaults(cluster=in_cluster(env))
     p.add_argument(
         "--namespace",
         default=env.get("POD_NAMESPACE") or "shardcache-system",
@@ -64,7 +68,7 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument(
         "--host-socket-dir",
         default=Settings.host_socket_dir,
-        help="the agent's socket dir on the node (hostpath mode)",
+        help="the directory of the agent's read-only status socket on the node (hostpath mode)",
     )
     p.add_argument("--default-wait-timeout", type=float, default=Settings.default_wait_timeout_s)
     p.add_argument("--reload-interval", type=float, default=1.0)
@@ -87,6 +91,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         host=args.host,
         policy_file=args.policy_file,
+        cluster=args.cluster,
         settings=settings,
         reload_interval_s=args.reload_interval,
     )

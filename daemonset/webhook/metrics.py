@@ -6,7 +6,7 @@ by one `Metrics` object, updated from the event loop thread only, so no locking 
 
 from __future__ import annotations
 
-from ..prometheus import Family, Histogram, render
+from ..prometheus import Family, Histogram, policy_generation, render
 
 #: review latency buckets in seconds: the goal is p99 < 5 ms, the API server's timeout 5 s
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -20,6 +20,13 @@ class Metrics:
         self.reloads: dict[tuple[str, str], int] = {}
         self.latency = Histogram(LATENCY_BUCKETS_S)
         self.cert_expiry_s: float | None = None
+        #: policies put in force since start (ReloadingPolicy.generation)
+        self.policy_generation = 0
+        #: reviews being read or answered now, and those waiting for a slot
+        self.in_flight = 0
+        self.waiting = 0
+        #: reviews whose body was large enough to be decoded off the event loop
+        self.offloaded = 0
 
     def review(self, outcome: str, seconds: float) -> None:
         self.reviews[outcome] = self.reviews.get(outcome, 0) + 1
@@ -50,6 +57,25 @@ class Metrics:
                 tuple(
                     ("", {"file": f, "result": r}, v) for (f, r), v in sorted(self.reloads.items())
                 ),
+            ),
+            policy_generation(self.policy_generation),
+            Family(
+                "shardcache_webhook_reviews_in_flight",
+                "gauge",
+                "Reviews being read or answered now.",
+                (("", {}, self.in_flight),),
+            ),
+            Family(
+                "shardcache_webhook_reviews_waiting",
+                "gauge",
+                "Reviews waiting for an in-flight slot.",
+                (("", {}, self.waiting),),
+            ),
+            Family(
+                "shardcache_webhook_offloaded_reviews_total",
+                "counter",
+                "Reviews whose large body was decoded on the worker thread.",
+                (("", {}, self.offloaded),),
             ),
         ]
         if self.cert_expiry_s is not None:

@@ -51,9 +51,11 @@ class Settings:
     #: the webhook's own namespace; never mutated, so it can always be repaired
     own_namespace: str = "shardcache-system"
     protected_namespaces: frozenset[str] = frozenset({"kube-system"})
-    #: agent's cache dir and socket dir on the node (hostpath mode only)
+    #: agent's cache dir on the node, and the directory of its read-only status socket
+    #: (`shardcache-agent --status-socket /run/shardcache/status/agent.sock`), hostpath mode
+    #: only: pods never see the directory of the agent's main socket
     host_cache_dir: str = "/var/lib/shardcache"
-    host_socket_dir: str = "/run/shardcache"
+    host_socket_dir: str = "/run/shardcache/status"
     #: a pod that asks to wait without a timeout waits at most 10 minutes, then starts anyway
     default_wait_timeout_s: float = 600.0
     #: a day: longer is surely a typo, and would park a pod in Init for good

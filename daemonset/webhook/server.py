@@ -1,13 +1,16 @@
 """The thin aiohttp shell around `review.answer`: TLS, routes, metrics, file reloads.
 
-Everything that decides lives in `review`/`mutate`; here are only the edges: reading a bounded
-body, decoding JSON defensively (hostile nesting raises RecursionError, which is caught), timing
-each review, and a timer that reloads the certificate and the policy when their files change.
+Everything that decides lives in `review`/`mutate`, and the load bounds in `limits`; here are
+only the edges: reading a bounded body under the in-flight budget, decoding JSON defensively
+(hostile nesting raises RecursionError, which is caught), large bodies on a worker thread,
+timing each review, and a timer that reloads the certificate and the policy when their files
+change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -18,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-from shardcache.errors import ConfigError
 
-from ..policy import Policy, load_policy
+from ..policy import PolicySource, ReloadingPolicy
+from .limits import LoadBudget, max_body_bytes, parse_off_loop
 from .metrics import Metrics
 from .mutate import Settings
 from .review import ReviewResult, answer, invalid
-from .tls import ReloadingTLS, file_stamp
+from .tls import ReloadingTLS
 
 log = logging.getLogger(__name__)
 
@@ -39,50 +42,84 @@ class ServerConfig:
     #: None binds every interface (the Service reaches the pod IP, v4 or v6)
     host: str | None = None
     policy_file: Path | None = None
+    #: cluster mode: without a policy file (or with an unreadable one) nothing is allowed
+    cluster: bool = True
     settings: Settings = field(default_factory=Settings)
-    #: an AdmissionReview holds the pod twice at most; etcd caps an object at 1.5 MiB
-    max_body_bytes: int = 4 * 1024 * 1024
+    budget: LoadBudget = field(default_factory=LoadBudget)
     #: how often the certificate and policy files are checked; kubelet refreshes mounted
     #: Secrets and ConfigMaps within about a minute, so a second costs nothing and is plenty
     reload_interval_s: float = 1.0
 
+    @property
+    def max_body_bytes(self) -> int:
+        return max_body_bytes(self.budget)
+
 
 class WebhookState:
-    """The mutable parts of a running webhook: the policy in force, TLS, metrics."""
+    """The mutable parts of a running webhook: the policy in force, TLS, metrics, the budget."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = Metrics()
         self.tls = ReloadingTLS(config.cert_file, config.key_file)
         self.metrics.cert_expiry_s = self.tls.expiry_s
-        self.policy: Policy = load_policy(config.policy_file)
-        self._policy_stamp = self._stamp_policy()
-
-    def _stamp_policy(self) -> object:
-        return file_stamp(self.config.policy_file) if self.config.policy_file else None
+        self.policy = ReloadingPolicy(
+            PolicySource(config.policy_file, config.cluster, config.reload_interval_s)
+        )
+        self.metrics.policy_generation = self.policy.generation
+        #: created on the serving loop by `running`
+        self.slots: asyncio.Semaphore | None = None
+        #: one thread: only one large body is ever decoded at a time (see limits.py)
+        self.parser = concurrent.futures.ThreadPoolExecutor(1, "webhook-parse")
 
     def reload(self) -> None:
         result = self.tls.maybe_reload()
         if result:
             self.metrics.reload("certificate", result)
             self.metrics.cert_expiry_s = self.tls.expiry_s
-        stamp = self._stamp_policy()
-        if stamp != self._policy_stamp:
-            self._policy_stamp = stamp
-            try:
-                self.policy = load_policy(self.config.policy_file)
-            except ConfigError as e:
-                log.warning("policy file changed but is invalid (%s); keeping the old one", e)
-                self.metrics.reload("policy", "error")
-            else:
-                self.metrics.reload("policy", "ok")
+        policy_result = self.policy.maybe_reload()
+        if policy_result:
+            self.metrics.reload("policy", policy_result)
+            self.metrics.policy_generation = self.policy.generation
 
     def answer_body(self, body: bytes) -> ReviewResult:
         try:
             doc = json.loads(body)
         except (ValueError, RecursionError):
             return invalid("the body is not valid JSON (or is nested too deeply)")
-        return answer(doc, self.config.settings, self.policy)
+        return answer(doc, self.config.settings, self.policy.in_force)
+
+    async def answer_in_slot(self, request: web.Request) -> ReviewResult:
+        """Wait for one of the in-flight slots (bounded), then read and answer."""
+        assert self.slots is not None, "the routes run under running()"
+        self.metrics.waiting += 1
+        try:
+            await asyncio.wait_for(self.slots.acquire(), self.config.budget.queue_timeout_s)
+        except TimeoutError:
+            message = "too many reviews in flight; the API server applies the failure policy"
+            return ReviewResult(503, {"error": message}, "overloaded")
+        finally:
+            self.metrics.waiting -= 1
+        self.metrics.in_flight += 1
+        try:
+            return await self.answer_request(request)
+        finally:
+            self.metrics.in_flight -= 1
+            self.slots.release()
+
+    async def answer_request(self, request: web.Request) -> ReviewResult:
+        """Read the body within its deadline and answer it, large bodies off the loop."""
+        budget = self.config.budget
+        try:
+            body = await asyncio.wait_for(request.read(), budget.body_timeout_s)
+        except TimeoutError:
+            message = f"the body did not arrive within {budget.body_timeout_s:g} s"
+            return ReviewResult(408, {"error": message}, "invalid")
+        if not parse_off_loop(len(body), budget):
+            return self.answer_body(body)
+        self.metrics.offloaded += 1
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.parser, self.answer_body, body)
 
 
 def make_app(state: WebhookState) -> web.Application:
@@ -96,11 +133,10 @@ def make_app(state: WebhookState) -> web.Application:
                 raise web.HTTPRequestEntityTooLarge(
                     max_size=state.config.max_body_bytes, actual_size=request.content_length or 0
                 )
-            body = await request.read()
+            result = await state.answer_in_slot(request)
         except web.HTTPRequestEntityTooLarge:
             state.metrics.review("invalid", time.perf_counter() - started)
             raise
-        result = state.answer_body(body)
         response = web.json_response(result.body, status=result.status)
         state.metrics.review(result.outcome, time.perf_counter() - started)
         return response
@@ -141,6 +177,7 @@ def bind(host: str | None, port: int) -> socket.socket:
 async def running(config: ServerConfig) -> AsyncIterator[tuple[WebhookState, int]]:
     """Serve until the block exits; yields the state and the bound port."""
     state = WebhookState(config)
+    state.slots = asyncio.Semaphore(config.budget.max_in_flight)
     runner = web.AppRunner(
         make_app(state), access_log=None, handle_signals=False, shutdown_timeout=5.0
     )
@@ -161,6 +198,7 @@ async def running(config: ServerConfig) -> AsyncIterator[tuple[WebhookState, int
             with contextlib.suppress(asyncio.CancelledError):
                 await reloader
         await runner.cleanup()
+        state.parser.shutdown(wait=True, cancel_futures=True)
 
 
 async def _reload_forever(state: WebhookState, interval_s: float) -> None:

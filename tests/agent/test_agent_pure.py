@@ -122,3 +122,33 @@ def test_metrics_render_is_prometheus_text():
     assert values['shardcache_download_duration_seconds_bucket{le="0.025"}'] == 0
     assert values['shardcache_dataset_bytes_total{dataset="s3://b/\\"q\\"/"}'] == 10
     assert "# TYPE shardcache_download_duration_seconds histogram" in text
+
+
+def _with_csi_volume(p, url, prefetch=None):
+    attributes = {"dataset": url, **({"prefetch": prefetch} if prefetch else {})}
+    p["spec"]["volumes"] = [
+        {"name": "cfg", "configMap": {"name": "x"}},
+        {"name": "data", "csi": {"driver": "csi.shardcache.io", "volumeAttributes": attributes}},
+        {"name": "other", "csi": {"driver": "other.example.com", "volumeAttributes": attributes}},
+    ]
+    return p
+
+
+def test_an_unlabelled_pod_with_a_shardcache_csi_volume_counts():
+    uid = str(uuid.uuid4())
+    p = _with_csi_volume(pod(uid, "p", "team-a", "n", {}, enabled=False), "s3://data/x")
+    v = desired.view(p, POLICY)
+    assert v is not None and v.wants == (desired.Want(uid, "s3://data/x/", "team-a", "all"),)
+    denied = desired.view(
+        _with_csi_volume(pod(uid, "p", "team-b", "n", {}, enabled=False), "s3://data/x"), POLICY
+    )
+    assert denied is not None and not denied.wants and denied.refusals  # policy applies
+    assert desired.view(pod(uid, "p", "team-a", "n", {}, enabled=False), POLICY) is None
+
+
+def test_a_webhook_mutated_pod_is_counted_once():
+    uid = str(uuid.uuid4())
+    ann = {"shardcache.io/dataset": "s3://data/x/", "shardcache.io/prefetch": "none"}
+    p = _with_csi_volume(pod(uid, "p", "team-a", "n", ann), "s3://data/x/", prefetch="none")
+    v = desired.view(p, POLICY)
+    assert v is not None and v.wants == (desired.Want(uid, "s3://data/x/", "team-a", "none"),)

@@ -141,7 +141,12 @@ def test_a_failed_open_through_a_view_is_an_event_on_its_pod(
                   {"shardcache.io/dataset": url}, phase="Running")
     apiserver.add(running)
     uid = running["metadata"]["uid"]
-    agent = make_agent(extra=["--kubeconfig", str(kubeconfig), "--node-name", NODE])
+    # cluster mode (the pod watcher runs): without a policy file nothing would be allowed
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"namespaces": {"team-a": [f"s3://{s3_bucket.name}/"]}}))
+    agent = make_agent(
+        extra=["--kubeconfig", str(kubeconfig), "--node-name", NODE, "--policy-file", str(policy)]
+    )
     agent.start()
     eventually(lambda: uid in owners(agent, url), "pod registered")
     failure = {"key": "a.bin", "kind": "not_found", "message": "gone from the bucket"}
@@ -150,4 +155,33 @@ def test_a_failed_open_through_a_view_is_an_event_on_its_pod(
     assert event["reason"] == "ShardcacheOpenFailed" and event["type"] == "Warning"
     assert event["involvedObject"]["uid"] == uid and event["involvedObject"]["name"] == "trainer"
     assert f"{url}a.bin" in event["message"] and "not_found" in event["message"]
+    assert agent.terminate() == 0
+
+
+def test_an_unlabelled_pod_with_a_csi_volume_is_pinned_while_it_runs(
+    s3_bucket, make_agent, apiserver, tmp_path
+):
+    """No label, no annotation: the pod's own `csi.shardcache.io` volume is what counts."""
+    s3_bucket.put({"ds/a.bin": b"a" * 100})
+    url = s3_bucket.url("ds/")
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"namespaces": {"team-a": [f"s3://{s3_bucket.name}/"]}}))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(apiserver.kubeconfig())
+    plain = pod(str(uuid.uuid4()), "hand-written", "team-a", NODE, {}, "Running", enabled=False)
+    plain["spec"]["volumes"] = [
+        {
+            "name": "data",
+            "csi": {"driver": "csi.shardcache.io", "volumeAttributes": {"dataset": url}},
+        }
+    ]
+    apiserver.add(plain)
+    agent = make_agent(
+        extra=["--kubeconfig", str(kubeconfig), "--node-name", NODE, "--policy-file", str(policy)]
+    )
+    agent.start()
+    uid = plain["metadata"]["uid"]
+    eventually(lambda: owners(agent, url) == {uid}, "the CSI-volume pod pinned")
+    apiserver.modify(uid, phase="Succeeded")
+    eventually(lambda: owners(agent, url) == set(), "released when it finished")
     assert agent.terminate() == 0

@@ -17,6 +17,7 @@ import grpc
 import pytest
 from agent.agent_process import AgentProcess
 from shardcache.client.agent_client import AgentClient
+from shardcache.store.layout import Layout
 from shardcache.testkit.emulators import Bucket
 from shardcache_csi.mounter import MountError, unmount
 from shardcache_csi.mountinfo import read_mountinfo
@@ -24,7 +25,7 @@ from shardcache_csi.node import NodeDriver
 from shardcache_csi.proto import csi_pb2, csi_pb2_grpc
 from shardcache_csi.server import build_server
 from shardcache_csi.state import StateDir
-from shardcache_daemonset.policy import load_policy
+from shardcache_daemonset.policy import PolicySource, ReloadingPolicy
 
 #: a gRPC wait in a test never hangs the suite
 RPC_TIMEOUT_S = 10.0
@@ -143,14 +144,17 @@ class Client:
     driver: NodeDriver
 
 
-def make_driver(env: Env) -> NodeDriver:
+def make_driver(env: Env, cache_dir: Path | None = None) -> NodeDriver:
+    """The plugin's driver as main.build_driver makes it; the policy file is looked at on
+    every publish (no interval), so a test's edit is seen by the next call."""
     state = StateDir(str(env.state_dir))
     state.prepare()
     return NodeDriver(
         agent=AgentClient(str(env.agent.socket), timeout_s=5.0),
-        policy=load_policy(env.policy_file),
+        policy=ReloadingPolicy(PolicySource(env.policy_file, cluster=True, check_interval_s=0)),
         state=state,
         kubelet_dir=str(env.kubelet_dir),
+        layout=Layout(cache_dir or env.agent.cache_dir),
     )
 
 

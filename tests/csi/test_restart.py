@@ -39,6 +39,8 @@ def start_plugin(env: Env) -> subprocess.Popen[bytes]:
         str(env.kubelet_dir),
         "--policy-file",
         str(env.policy_file),
+        "--cache-dir",
+        str(env.agent.cache_dir),
     ]
     proc = subprocess.Popen(
         cmd,

@@ -41,3 +41,39 @@ def test_pinned_and_requester_objects_are_never_victims():
 def test_same_prefix_in_another_store_is_not_protected():
     prot = Protection(pinned=(("s3://a", "p/"),))
     assert choose_victims(5, 0, [Candidate("gs://a", "p/x", 5, 0)], prot) is not None
+
+
+def test_inodes_count_too():
+    from shardcache.policy import inode_room
+
+    assert inode_room(150, 1000, 0.1) == 50
+    assert inode_room(90, 1000, 0.1) == -10
+    assert inode_room(0, 0, 0.1) > 10**12  # no inode count reported: no inode limit
+    cands = [Candidate("s3://a", f"k{i}", 1, i) for i in range(5)]
+    # bytes fit, but 3 files must go to get back above the inode reserve
+    assert [v.key for v in choose_victims(1, 100, cands, Protection(), files_short=3)] == [
+        "k0",
+        "k1",
+        "k2",
+    ]
+
+
+def test_trim_brings_a_lowered_budget_back_except_pinned_data():
+    from shardcache.policy import trim
+
+    cands = [
+        Candidate("s3://a", "ds/old", 40, 1),
+        Candidate("s3://a", "pinned/x", 50, 2),
+        Candidate("s3://a", "ds/new", 40, 3),
+        Candidate("s3://a", "ds/newest", 40, 4),
+    ]
+    prot = Protection(pinned=(("s3://a", "pinned/"),))
+    # 70 bytes over: the two oldest unpinned go, even though they are of one dataset
+    t = trim(-70, 0, cands, prot)
+    assert [v.key for v in t.victims] == ["ds/old", "ds/new"] and t.bytes_over == 0
+    # over by more than everything unpinned: all of it goes, the pinned part is reported
+    t = trim(-200, 0, cands, prot)
+    assert [v.key for v in t.victims] == ["ds/old", "ds/new", "ds/newest"]
+    assert t.bytes_over == 80
+    assert trim(10, 5, cands, prot) == type(t)((), 0, 0)  # within budget: nothing
+    assert [v.key for v in trim(0, -1, cands, prot).victims] == ["ds/old"]  # inodes

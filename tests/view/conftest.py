@@ -25,6 +25,7 @@ from agent.agent_process import AgentProcess
 from csi.conftest import NAMESPACE, POD_UID, lazy_unmount_under, policy_for, publish_request
 from shardcache.client.agent_client import AgentClient
 from shardcache.status import DatasetStatus
+from shardcache.store.layout import Layout
 from shardcache.testkit.emulators import Bucket
 from shardcache.testkit.proxy_rules import ProxyConfig
 from shardcache.testkit.proxyproc import ProxyProcess
@@ -185,6 +186,7 @@ def view_env(s3_server, s3_bucket: Bucket) -> Iterator[ViewEnv]:  # type: ignore
                 policy=load_policy(policy),
                 state=state,
                 kubelet_dir=str(root / "kubelet"),
+                layout=Layout(root / "cache"),
                 view=ViewClient(str(root / "view.sock")),
             )
             endpoint = f"unix://{root}/csi.sock"

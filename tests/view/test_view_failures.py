@@ -175,6 +175,7 @@ def start_plugin(view_env: ViewEnv) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "shardcache_csi.main", "--endpoint", f"unix://{root}/csi2.sock",
            "--node-id", "node-1", "--state-dir", str(root / "state2"),
            "--kubelet-dir", str(root / "kubelet"), "--policy-file", str(root / "policy.json"),
+           "--cache-dir", str(root / "cache"),
            "--view-socket", str(view_env.view_socket), "--view-state-dir",
            str(root / "view-state"), "--view-keeper-socket", str(root / "keeper.sock")]
     env = {**os.environ, "SHARDCACHE_AGENT_SOCKET": str(view_env.agent.socket)}

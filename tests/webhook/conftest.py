@@ -142,6 +142,8 @@ def make_server(cert_files: tuple[Path, Path]) -> Iterator[Callable[..., ServerT
             "host": "127.0.0.1",
             "port": 0,
             "reload_interval_s": 0.05,
+            # a single-tenant server unless a test names a policy or asks for cluster mode
+            "cluster": False,
         }
         fields.update(overrides)
         server = ServerThread(ServerConfig(**fields)).__enter__()

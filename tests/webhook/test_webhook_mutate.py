@@ -261,9 +261,10 @@ def test_hostpath_mode_mounts_the_agent_dir_and_socket(kit):
     (wait,) = result["spec"]["initContainers"]
     assert wait["command"][3:5] == ["--fraction", "1"]
     assert wait["volumeMounts"][0]["name"] == "status-shardcache-data"
-    assert volumes["shardcache-agent-socket"]["hostPath"]["path"] == "/run/shardcache"
+    # the status socket's own directory, never the main socket's
+    assert volumes["shardcache-agent-socket"]["hostPath"]["path"] == "/run/shardcache/status"
     env = {e["name"]: e["value"] for e in result["spec"]["containers"][0]["env"]}
-    assert env["SHARDCACHE_AGENT_SOCKET"] == "/run/shardcache/agent.sock"
+    assert env["SHARDCACHE_AGENT_SOCKET"] == "/run/shardcache/status/agent.sock"
     assert mutate(result, "team-a", settings, ALLOW_ALL).patch == ()
     kit.validate_pod(result)
     assert any("hostPath" in v for v in kit.restricted_violations(result))

@@ -82,3 +82,50 @@ def test_a_named_but_missing_or_broken_file_is_an_error(tmp_path):
     (tmp_path / "bad").write_text("namespaces: [unclosed")
     with pytest.raises(ConfigError):
         load_policy(tmp_path / "bad")
+
+
+def _kubelet_swap(directory, text):
+    """Write a ConfigMap update as kubelet does: a new timestamped dir, `..data` swapped."""
+    import os
+    import uuid
+
+    new = directory / f"..2026_11_30_{uuid.uuid4().hex}"
+    new.mkdir()
+    (new / "policy.yaml").write_text(text)
+    tmp = directory / "..data_tmp"
+    tmp.symlink_to(new.name)
+    os.replace(tmp, directory / "..data")
+    link = directory / "policy.yaml"
+    if not link.is_symlink():
+        link.symlink_to("..data/policy.yaml")
+
+
+def test_reloading_policy_follows_a_kubelet_configmap_update(tmp_path):
+    from shardcache_daemonset.policy import PolicySource, ReloadingPolicy
+
+    now = [0.0]
+    _kubelet_swap(tmp_path, "namespaces:\n  a: ['s3://bkt/x/']\n")
+    policy = ReloadingPolicy(PolicySource(tmp_path / "policy.yaml", cluster=True), lambda: now[0])
+    assert policy.generation == 1 and policy.check("a", "s3://bkt/x/").allowed
+    _kubelet_swap(tmp_path, "namespaces:\n  a: ['s3://bkt/y/']\n")
+    assert policy.check("a", "s3://bkt/x/").allowed  # not looked at again within the interval
+    now[0] += 1.0
+    assert not policy.check("a", "s3://bkt/x/").allowed  # the revocation is in force
+    assert policy.check("a", "s3://bkt/y/").allowed and policy.generation == 2
+    now[0] += 1.0
+    assert policy.maybe_reload() is None and policy.generation == 2  # unchanged: no reload
+    _kubelet_swap(tmp_path, "namespaces: [broken")
+    now[0] += 1.0
+    assert not policy.check("a", "s3://bkt/y/").allowed  # unusable: nothing is allowed
+    assert policy.generation == 3 and "neither valid JSON nor valid YAML" in policy.last_error
+    (tmp_path / "policy.yaml").unlink()
+    assert policy.maybe_reload(force=True) == "error" and policy.in_force.rules == {}
+
+
+def test_without_a_file_cluster_mode_allows_nothing_and_one_machine_everything():
+    from shardcache_daemonset.policy import PolicySource, ReloadingPolicy, in_cluster
+
+    cluster = ReloadingPolicy(PolicySource(None, cluster=True))
+    assert not cluster.check("a", "s3://bkt/x/").allowed
+    assert ReloadingPolicy(PolicySource(None, cluster=False)).check("a", "s3://bkt/x/").allowed
+    assert in_cluster({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) and not in_cluster({})

@@ -74,9 +74,22 @@ def test_policy_file_denies_and_reloads(make_server, ca, kit, tmp_path):
     assert "may not use s3://bucket-a/imagenet/" in denied["response"]["status"]["message"]
     policy.write_text('{"namespaces": {"team-a": ["s3://bucket-a/"]}}')
     assert wait_for(lambda: client.review(kit.make_review(pod))[1]["response"]["allowed"])
-    policy.write_text("namespaces: [broken")  # an invalid edit keeps the last good policy
+    assert server.state.policy.generation == 2
+    # an unusable edit allows nothing until it is fixed: a revocation with a typo in it must
+    # not leave the old grant in force
+    policy.write_text("namespaces: [broken")
     assert wait_for(lambda: server.state.metrics.reloads.get(("policy", "error"), 0) >= 1)
-    assert client.review(kit.make_review(pod))[1]["response"]["allowed"] is True
+    assert client.review(kit.make_review(pod))[1]["response"]["allowed"] is False
+    _, text = client.request("GET", "/metrics")
+    assert "shardcache_policy_generation 3" in text.decode().splitlines()
+
+
+def test_cluster_mode_without_a_policy_file_allows_nothing(make_server, ca, kit):
+    server = make_server(cluster=True)
+    client = kit.Client(server.port, ca)
+    _, review = client.review(kit.make_review(kit.make_pod(DATASET)))
+    assert review["response"]["allowed"] is False
+    assert "allows no dataset" in review["response"]["status"]["message"]
 
 
 HOSTILE = [
