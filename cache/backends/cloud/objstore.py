@@ -29,6 +29,8 @@ from .error_table import HttpStatusError
 #: credentials that expire are handed to obstore as expiring this much earlier, so a request
 #: is never signed with credentials about to lapse
 _EARLY = datetime.timedelta(minutes=5)
+#: obstore's own per-request timeout, as a multiple of the engine's read_timeout_s
+_BACKSTOP = 2.0
 #: refreshable credentials without a known expiry are re-read this often
 _RECHECK = datetime.timedelta(minutes=10)
 
@@ -140,7 +142,11 @@ def s3_reader(
         client_options={
             "allow_http": parts.scheme == "http",
             "connect_timeout": datetime.timedelta(seconds=connect_timeout_s),
-            "timeout": datetime.timedelta(seconds=read_timeout_s),
+            # a backstop only: the engine bounds each request by read_timeout_s itself and
+            # says so ("no complete answer within N s"); with the same bound here obstore's
+            # own timeout won the race now and then and reached the user as a bare
+            # "unavailable" (tests/faults: test_a_stalled_backend_is_a_clear_error_not_a_hang)
+            "timeout": datetime.timedelta(seconds=read_timeout_s * _BACKSTOP),
         },
         retry_config={"max_retries": 0, "retry_timeout": datetime.timedelta(seconds=0)},
         **kwargs,
