@@ -34,6 +34,9 @@ from .errors import ConfigError
 #: members of one job; Kubernetes caps an Indexed Job at 100,000 completions, and a bound keeps
 #: hostile input from naming numbers no one can count to
 MAX_MEMBERS = 1_000_000
+#: the variable the webhook sets in every container of a pod with `shardcache.io/partition`,
+#: read back by `shardcache.client.partition_from_env()`
+ENV_PARTITION = "SHARDCACHE_PARTITION"
 _SPEC_RE = re.compile(r"^(\d{1,7})/(\d{1,7})$")
 
 

@@ -13,12 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..keys import RESERVED_SEGMENT
-from ..partition import Partition, parse_optional, partition
+from ..partition import ENV_PARTITION, Partition, parse_optional, partition
 
 __all__ = ["ENV_PARTITION", "Partition", "list_share", "partition", "partition_from_env"]
-
-#: the variable the webhook sets in every container of a pod with `shardcache.io/partition`
-ENV_PARTITION = "SHARDCACHE_PARTITION"
 
 
 def partition_from_env(env: Mapping[str, str] | None = None) -> Partition | None:

@@ -182,6 +182,9 @@ def test_two_volumes_of_one_pod_share_the_pin(env: Env, plugin: Client) -> None:
         ({"dataset": "s3://bucket-b/secret/"}, {}, grpc.StatusCode.PERMISSION_DENIED),
         ({"namespace": "team-b"}, {}, grpc.StatusCode.PERMISSION_DENIED),
         ({"volume_id": ""}, {}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({}, {"partition": "2/2"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({}, {"partition": "index/2"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({}, {"partition": "x"}, grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )
 def test_bad_publish_requests_leave_nothing(
