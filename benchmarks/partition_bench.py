@@ -1,0 +1,224 @@
+"""R12 in `make bench`: the partition simulation's tables and chart, dated, in results/.
+
+    python -m benchmarks.partition_bench            # the simulation alone, ~20 s
+    python -m benchmarks.run --only r12             # the same through the benchmark driver
+
+Writes `results/DATE-partitions.md` (tables), `results/DATE-partitions.png` (chart) and
+returns the numbers for `results/DATE.json`. The method and the models are in
+`partition_sim.py`'s docstring; the real two-agent run it is checked against is
+`partition_real.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from shardcache.config import Config, format_size
+
+from .partition_sim import ClassResult, EngineModel, Job, JobResult, StoreModel, run_job
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NODES = (1, 10, 100, 1000)
+FAULTS = ("healthy", "slow", "failed")
+#: S3's documented request rate per prefix before it repartitions
+S3_PREFIX_GET_PER_S = 5500.0
+
+
+def engine_model() -> EngineModel:
+    # Config's defaults are the engine's; cache_dir is required but never touched here
+    return EngineModel.from_config(Config(cache_dir=Path("/nonexistent")))
+
+
+def measure(nodes: tuple[int, ...] = NODES, share_objects: int = 32) -> dict[str, Any]:
+    """Every (nodes, partitioned, fault) case on an elastic store, and healthy jobs on a
+    store capped at one S3 prefix's request rate."""
+    started = time.perf_counter()
+    engine = engine_model()
+    elastic, capped = StoreModel(), StoreModel(max_requests_per_s=S3_PREFIX_GET_PER_S)
+    memo: dict[tuple[object, ...], ClassResult] = {}
+    rows = []
+    for n in nodes:
+        for partitioned in (True, False):
+            for fault in FAULTS:
+                job = Job(n, share_objects=share_objects, partitioned=partitioned, fault=fault)
+                rows.append(_row(run_job(job, elastic, engine, memo=memo), "elastic"))
+            job = Job(n, share_objects=share_objects, partitioned=partitioned)
+            rows.append(_row(run_job(job, capped, engine), "one prefix"))
+    return {
+        "engine": asdict(engine),
+        "store": asdict(elastic),
+        "capped_requests_per_s": S3_PREFIX_GET_PER_S,
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _row(r: JobResult, store: str) -> dict[str, Any]:
+    return {
+        "nodes": r.job.nodes,
+        "partitioned": r.job.partitioned,
+        "fault": r.job.fault,
+        "store": store,
+        "share_bytes": r.job.share_objects * r.job.shard_bytes,
+        "dataset_bytes": r.dataset_bytes,
+        "cloud_bytes": r.cloud_bytes,
+        "cloud_ratio": r.cloud_ratio,
+        "all_local_s": r.all_local_s,
+        "healthy_local_s": r.healthy_local_s,
+        "list_requests": r.list_requests,
+        "get_requests": r.get_requests,
+    }
+
+
+def _find(
+    rows: list[dict[str, Any]],
+    n: int,
+    partitioned: bool,
+    fault: str = "healthy",
+    store: str = "elastic",
+) -> dict[str, Any]:
+    return next(
+        r
+        for r in rows
+        if (r["nodes"], r["partitioned"], r["fault"], r["store"]) == (n, partitioned, fault, store)
+    )
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:,.1f}" if seconds < 100 else f"{seconds:,.0f}"
+
+
+def tables(res: dict[str, Any]) -> str:
+    rows = res["rows"]
+    nodes = sorted({r["nodes"] for r in rows})
+    share = format_size(rows[0]["share_bytes"])
+    e = res["engine"]
+    out = [
+        "## R12: each node fetches its share (simulated)",
+        "",
+        f"Weak scaling: each member's share is {share} (shards of 256 MiB), one pod per node; "
+        f"the dataset is N shares. Engine: {e['max_concurrency']} requests in flight, "
+        f"{format_size(e['part_size_bytes'])} parts. Store: "
+        f"{res['store']['first_byte_s'] * 1000:g} ms to first byte, "
+        f"{res['store']['conn_bytes_per_s'] / 1e6:g} MB/s per connection; node: 25 Gbit/s "
+        "NIC, 3 GB/s disk. p = `shardcache.io/partition`, all = every node fetches the "
+        f"dataset. Simulated in {res['seconds']:.1f} s.",
+        "",
+        "| nodes | dataset | cloud bytes / dataset, p | all | every share local (s), p | all "
+        "| LIST requests per job | GET requests, p | all |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in nodes:
+        p, a = _find(rows, n, True), _find(rows, n, False)
+        out.append(
+            f"| {n:,} | {format_size(p['dataset_bytes'])} | {p['cloud_ratio']:.3f} | "
+            f"{a['cloud_ratio']:,.0f} | {_s(p['all_local_s'])} | {_s(a['all_local_s'])} | "
+            f"{p['list_requests']:,} | {p['get_requests']:,} | {a['get_requests']:,} |"
+        )
+    out += [
+        "",
+        "### One slow node (1/10 of the bandwidth) or one failed node (dies half-way, "
+        "its pod rescheduled onto an empty node)",
+        "",
+        "| nodes | slow: every share local (s), p | all | failed: cloud bytes / dataset, p "
+        "| all | failed: every share local (s), p | all |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in nodes:
+        sp, sa = _find(rows, n, True, "slow"), _find(rows, n, False, "slow")
+        fp, fa = _find(rows, n, True, "failed"), _find(rows, n, False, "failed")
+        out.append(
+            f"| {n:,} | {_s(sp['all_local_s'])} | {_s(sa['all_local_s'])} | "
+            f"{fp['cloud_ratio']:.3f} | {fa['cloud_ratio']:,.1f} | "
+            f"{_s(fp['all_local_s'])} | {_s(fa['all_local_s'])} |"
+        )
+    out += [
+        "",
+        f"### A store that serves one prefix at {res['capped_requests_per_s']:,.0f} "
+        "requests/s (S3 before it repartitions)",
+        "",
+        "| nodes | every share local (s), p | all |",
+        "|---|---|---|",
+    ]
+    for n in nodes:
+        p, a = _find(rows, n, True, store="one prefix"), _find(rows, n, False, store="one prefix")
+        out.append(f"| {n:,} | {_s(p['all_local_s'])} | {_s(a['all_local_s'])} |")
+    return "\n".join(out) + "\n"
+
+
+def chart(res: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = res["rows"]
+    nodes = sorted({r["nodes"] for r in rows})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    for partitioned, label, color in (
+        (True, "partitioned", "#54a24b"),
+        (False, "every node fetches all", "#e45756"),
+    ):
+        left.plot(
+            nodes,
+            [_find(rows, n, partitioned)["cloud_ratio"] for n in nodes],
+            "o-",
+            color=color,
+            label=label,
+        )
+        for fault, style in (("healthy", "o-"), ("slow", "x--")):
+            right.plot(
+                nodes,
+                [_find(rows, n, partitioned, fault)["all_local_s"] for n in nodes],
+                style,
+                color=color,
+                label=f"{label}, {fault}",
+            )
+    for ax, title in (
+        (left, "cloud bytes / dataset size"),
+        (right, "seconds until every pod's share is local"),
+    ):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("nodes (one share each)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle("R12: partitioned datasets, simulated (benchmarks/partition_sim.py)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write(res: dict[str, Any], out: Path, stem: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    png = chart(res, out / f"{stem}-partitions.png")
+    md = out / f"{stem}-partitions.md"
+    md.write_text(
+        f"# Partitioned datasets, {stem}\n\n" + tables(res) + f"\n![{png.stem}]({png.name})\n"
+    )
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--date", default=datetime.date.today().isoformat())
+    p.add_argument("--out", type=Path, default=RESULTS)
+    a = p.parse_args(argv)
+    res = measure()
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / f"{a.date}-partitions.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(write(res, a.out, a.date))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
