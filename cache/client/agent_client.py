@@ -60,8 +60,10 @@ class AgentClient:
             return False
 
     def register(self, url: str, owner: str, namespace: str | None = None,
-                 prefetch: str = "all") -> DatasetStatus:
-        body = {"url": url, "owner": owner, "namespace": namespace, "prefetch": prefetch}
+                 prefetch: str = "all", partition: str | None = None) -> DatasetStatus:
+        """Pin `url` for `owner` and prefetch it, or only the share `partition` ("I/N")."""
+        body = {"url": url, "owner": owner, "namespace": namespace, "prefetch": prefetch,
+                "partition": partition}
         return _status(self._request("POST", "/v1/datasets", body))
 
     def release(self, url: str, owner: str) -> None:

@@ -12,7 +12,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..keys import RESERVED_SEGMENT
 from ..partition import ENV_PARTITION, Partition, parse_optional, partition
 
 __all__ = ["ENV_PARTITION", "Partition", "list_share", "partition", "partition_from_env"]
@@ -29,13 +28,11 @@ def list_share(directory: str | os.PathLike[str], i: int, n: int) -> list[str]:
 
     Walks the directory (the read-through view lists every object of the dataset from the
     start, so the result does not depend on what is local yet; a `bind` view lists only
-    complete files, so call this after the dataset is local) and skips shardcache's own
-    `.shardcache` directory.
+    complete files, so call this after the dataset is local).
     """
     root = Path(directory)
     found = []
-    for here, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if d != RESERVED_SEGMENT]
+    for here, _dirs, names in os.walk(root):
         rel = Path(here).relative_to(root)
         found += [(rel / name).as_posix() for name in names]
     return partition(found, i, n)

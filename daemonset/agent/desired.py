@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shardcache.errors import OptInError
+from shardcache.partition import Partition
 
 from ..podspec import is_enabled, read_opt_in
 from ..policy import Policy
@@ -34,6 +35,8 @@ class Want:
     url: str
     namespace: str
     prefetch: str
+    #: the pod's share (`shardcache.io/partition`, resolved), None for the whole dataset
+    partition: Partition | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def view(pod: Any, policy: Policy) -> PodView | None:
     for req in opt.datasets:
         decision = policy.check(ns, req.url)
         if decision.allowed and decision.url is not None:
-            wants.append(Want(uid, str(decision.url), ns, opt.prefetch))
+            wants.append(Want(uid, str(decision.url), ns, opt.prefetch, opt.partition))
         else:
             refusals.append(Refusal(uid, ns, name, req.url, decision.reason))
     return PodView(uid, ns, name, active, tuple(wants), tuple(refusals))

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from shardcache.errors import CacheError, ConfigError, UnavailableError, codes_of, redact
+from shardcache.partition import Partition, parse_optional
 from shardcache.status import DatasetStatus, StatusJSON
 
 from .logs import kv
@@ -139,8 +140,16 @@ async def register(request: web.Request) -> web.Response:
         _str(doc, "owner"),
         _str(doc, "namespace", required=False),
         doc.get("prefetch") or "all",
+        _partition(_str(doc, "partition", required=False)),
     )
     return web.json_response(_json(status))
+
+
+def _partition(text: str | None) -> Partition | None:
+    try:
+        return parse_optional(text)
+    except ConfigError as e:
+        raise ConfigError(f"partition must be I/N with 0 <= I < N, like 0/4: {e}") from None
 
 
 async def release(request: web.Request) -> web.Response:

@@ -263,6 +263,8 @@ def _wait_container(ds: Dataset, opt_in: OptIn, settings: Settings) -> dict[str,
             f"{opt_in.wait_fraction:g}",
             "--timeout",
             f"{opt_in.wait_timeout_s:g}",
+            # with a partition, the fraction is of this pod's share (docs/partitions.md)
+            *(["--partition", str(opt_in.partition)] if opt_in.partition else []),
         ],
         # `shardcache wait` reads the status file the agent keeps for the dataset, in its own
         # volume (SHARDCACHE_STATUS_DIR/status.json): no socket, no network, no privilege, and

@@ -122,3 +122,21 @@ def test_metrics_render_is_prometheus_text():
     assert values['shardcache_download_duration_seconds_bucket{le="0.025"}'] == 0
     assert values['shardcache_dataset_bytes_total{dataset="s3://b/\\"q\\"/"}'] == 10
     assert "# TYPE shardcache_download_duration_seconds histogram" in text
+
+
+def test_view_carries_the_pods_share_and_refuses_a_bad_one():
+    from shardcache.partition import Partition
+
+    uid = str(uuid.uuid4())
+    ann = {
+        "shardcache.io/dataset": "s3://data/train/",
+        "shardcache.io/partition": "index/8",
+        "batch.kubernetes.io/job-completion-index": "3",
+    }
+    v = desired.view(pod(uid, "p", "team-a", "n", ann), POLICY)
+    assert v is not None
+    assert v.wants == (desired.Want(uid, "s3://data/train/", "team-a", "all", Partition(3, 8)),)
+    del ann["batch.kubernetes.io/job-completion-index"]
+    bad = desired.view(pod(uid, "p", "team-a", "n", ann), POLICY)
+    assert bad is not None and bad.wants == ()
+    assert "shardcache.io/partition" in bad.refusals[0].reason

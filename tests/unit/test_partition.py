@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -120,11 +121,42 @@ def test_optional_specs_and_the_environment():
         partition_from_env({"SHARDCACHE_PARTITION": "5/5"})
 
 
-def test_list_share_walks_a_dataset_directory_and_skips_shardcaches_own_files(tmp_path):
-    for rel in ["b/2.tar", "b/1.tar", "a.tar", "c/d/3.tar", ".shardcache/status.json"]:
+def test_list_share_walks_a_dataset_directory(tmp_path):
+    for rel in ["b/2.tar", "b/1.tar", "a.tar", "c/d/3.tar"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     every = ["a.tar", "b/1.tar", "b/2.tar", "c/d/3.tar"]
     assert list_share(tmp_path, 0, 1) == every
     assert list_share(tmp_path, 0, 2) + list_share(tmp_path, 1, 2) == every
     assert list_share(tmp_path, 1, 2) == partition(every, 1, 2)
+
+
+def test_a_share_status_decides_a_wait_like_a_dataset():
+    from shardcache.status import DatasetState, DatasetStatus, ShareStatus
+    from shardcache.urls import parse_url
+    from shardcache.waitloop import Decision, decide
+
+    share = ShareStatus(
+        Partition(1, 4), objects_total=2, objects_local=2, bytes_total=20, bytes_local=20
+    )
+    status = DatasetStatus(
+        parse_url("s3://bkt/p/"),
+        Path("/x"),
+        DatasetState.PARTIAL,
+        objects_total=8,
+        objects_local=2,
+        bytes_total=80,
+        bytes_local=20,
+        listed_at=1.0,
+        shares=(share,),
+    )
+    assert DatasetStatus.from_json(status.as_json()) == status
+    mine = status.for_share(Partition(1, 4))
+    assert mine is not None and mine.fraction_local == 1.0
+    assert decide(mine, 1.0, deadline=10.0, now=0.0) is Decision.REACHED
+    assert decide(status, 1.0, deadline=10.0, now=0.0) is Decision.SETTLED
+    early = ShareStatus(Partition(1, 4), listed=False)
+    listing = DatasetStatus(status.url, status.local_dir, DatasetState.LISTING, shares=(early,))
+    unknown = listing.for_share(Partition(1, 4))
+    assert unknown is not None and unknown.fraction_local == 0.0  # an empty share, unlisted
+    assert decide(unknown, 0.5, deadline=10.0, now=0.0) is Decision.WAIT

@@ -117,3 +117,22 @@ def test_a_denial_over_tls_is_a_well_formed_review(client, kit):
     assert status == 200 and response["uid"] == "u-part" and response["allowed"] is False
     assert "shardcache.io/partition" in response["status"]["message"]
     assert "Indexed Job" in response["status"]["message"]
+
+
+def test_the_wait_init_container_waits_for_the_share(kit):
+    pod = apply(
+        kit.make_pod(
+            {
+                **DATASET,
+                "shardcache.io/partition": "index/16",
+                INDEX: "5",
+                "shardcache.io/wait": "1",
+            }
+        )
+    )
+    [wait] = pod["spec"]["initContainers"]
+    assert wait["command"][-2:] == ["--partition", "5/16"]
+    # the status volume registers the pod too: with the same share, never the whole dataset
+    assert [a["partition"] for a in attributes(pod)] == ["5/16", "5/16"]
+    kit.validate_pod(pod)
+    assert kit.restricted_violations(pod) == []
