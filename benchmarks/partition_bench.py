@@ -1,6 +1,7 @@
 """R12 in `make bench`: the partition simulation's tables and chart, dated, in results/.
 
     python -m benchmarks.partition_bench            # the simulation alone, ~20 s
+    python -m benchmarks.partition_bench --real     # and the real two-agent run, ~1 min
     python -m benchmarks.run --only r12             # the same through the benchmark driver
 
 Writes `results/DATE-partitions.md` (tables), `results/DATE-partitions.png` (chart) and
@@ -14,13 +15,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from shardcache.config import Config, format_size
+from shardcache.testkit.proxy import ProxyConfig
 
 from .partition_sim import ClassResult, EngineModel, Job, JobResult, StoreModel, run_job
 
@@ -36,9 +40,14 @@ def engine_model() -> EngineModel:
     return EngineModel.from_config(Config(cache_dir=Path("/nonexistent")))
 
 
-def measure(nodes: tuple[int, ...] = NODES, share_objects: int = 32) -> dict[str, Any]:
+def measure(
+    nodes: tuple[int, ...] = NODES,
+    share_objects: int = 32,
+    real: tuple[Path, ProxyConfig] | None = None,
+) -> dict[str, Any]:
     """Every (nodes, partitioned, fault) case on an elastic store, and healthy jobs on a
-    store capped at one S3 prefix's request rate."""
+    store capped at one S3 prefix's request rate; with `real` (a work dir and the cloud-like
+    proxy's settings), the real two-agent run and the simulator at its size."""
     started = time.perf_counter()
     engine = engine_model()
     elastic, capped = StoreModel(), StoreModel(max_requests_per_s=S3_PREFIX_GET_PER_S)
@@ -51,13 +60,26 @@ def measure(nodes: tuple[int, ...] = NODES, share_objects: int = 32) -> dict[str
                 rows.append(_row(run_job(job, elastic, engine, memo=memo), "elastic"))
             job = Job(n, share_objects=share_objects, partitioned=partitioned)
             rows.append(_row(run_job(job, capped, engine), "one prefix"))
-    return {
+    out = {
         "engine": asdict(engine),
         "store": asdict(elastic),
         "capped_requests_per_s": S3_PREFIX_GET_PER_S,
         "rows": rows,
         "seconds": time.perf_counter() - started,
     }
+    if real is not None:
+        from . import partition_real
+
+        out["validation"] = _guarded_real(lambda: partition_real.measure(*real))
+    return out
+
+
+def _guarded_real(fn: Any) -> Any:
+    """The simulation stands on its own; a failed real run is reported, not fatal."""
+    try:
+        return fn()
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}"[:1500]}
 
 
 def _row(r: JobResult, store: str) -> dict[str, Any]:
@@ -150,7 +172,40 @@ def tables(res: dict[str, Any]) -> str:
     for n in nodes:
         p, a = _find(rows, n, True, store="one prefix"), _find(rows, n, False, store="one prefix")
         out.append(f"| {n:,} | {_s(p['all_local_s'])} | {_s(a['all_local_s'])} |")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + validation(res.get("validation"))) + "\n"
+
+
+def validation(v: Any) -> list[str]:
+    """The real run on this machine beside the simulator at the same size."""
+    if not v or "real" not in v:
+        return [] if not v else ["", f"Real two-agent run: {v.get('error', 'not run')}"]
+    real, sim = v["real"], v["simulated"]
+    p = real["partitioned"]
+    out = [
+        "",
+        f"### Validation: {p['agents']} real agents on this machine vs the simulator",
+        "",
+        f"{p['objects']} shards, {format_size(p['dataset_bytes'])}, through the cloud-like "
+        "proxy on moto; each agent has its own cache dir and registers one pod. Requests are "
+        "counted at the proxy. The simulated nodes get the bandwidth one agent alone got from "
+        f"this machine ({real['node_bytes_per_s_alone'] / 1e6:.0f} MB/s), shared by the "
+        "agents running at once. One run: bytes and requests are exact, times are one sample.",
+        "",
+        "| job | cloud bytes / dataset, real | simulated | objects fetched once / more / never "
+        "(real) | LIST requests, real | simulated | GET requests, real | simulated | every "
+        "share local (s), real | simulated |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in (("partitioned", "partitioned"), ("whole", "every node fetches all")):
+        r, s = real[name], sim[name]
+        out.append(
+            f"| {label} | {r['cloud_ratio']:.3f} | {s['cloud_ratio']:.3f} | "
+            f"{r['objects_fetched_once']} / {r['objects_fetched_more']} / "
+            f"{r['objects_never']} | {r['list_requests']} | {s['list_requests']} | "
+            f"{r['get_requests']} | {s['get_requests']} | {r['seconds']:.2f} | "
+            f"{s['seconds']:.2f} |"
+        )
+    return out
 
 
 def chart(res: dict[str, Any], path: Path) -> Path:
@@ -212,8 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--date", default=datetime.date.today().isoformat())
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--real", action="store_true", help="also run real agents (~40 s)")
     a = p.parse_args(argv)
-    res = measure()
+    work = Path(tempfile.mkdtemp(prefix="shardcache-r12-"))
+    try:
+        proxy = ProxyConfig(first_byte_delay_s=0.02, bandwidth_bytes_per_s=90e6)
+        res = measure(real=(work, proxy) if a.real else None)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"{a.date}-partitions.json").write_text(json.dumps(res, indent=1) + "\n")
     print(write(res, a.out, a.date))

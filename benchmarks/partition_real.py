@@ -71,18 +71,27 @@ class Outcome:
 
     def as_json(self, sizes: Mapping[str, int]) -> dict[str, Any]:
         fetched = sum(sizes[k] * n for k, n in self.gets.items() if k in sizes)
-        return {"agents": self.agents, "partitioned": self.partitioned,
-                "seconds": round(self.seconds, 3), "objects": len(sizes),
-                "objects_fetched_once": sum(1 for k in sizes if self.gets.get(k) == 1),
-                "objects_fetched_more": sum(1 for k in sizes if self.gets.get(k, 0) > 1),
-                "objects_never": sum(1 for k in sizes if not self.gets.get(k)),
-                "object_bytes_fetched": fetched, "dataset_bytes": sum(sizes.values()),
-                "cloud_ratio": fetched / sum(sizes.values()), "list_requests": self.lists,
-                "proxy_bytes": self.proxy_bytes, "local_files": list(self.local_files)}
+        return {
+            "agents": self.agents,
+            "partitioned": self.partitioned,
+            "seconds": round(self.seconds, 3),
+            "objects": len(sizes),
+            "objects_fetched_once": sum(1 for k in sizes if self.gets.get(k) == 1),
+            "objects_fetched_more": sum(1 for k in sizes if self.gets.get(k, 0) > 1),
+            "objects_never": sum(1 for k in sizes if not self.gets.get(k)),
+            "object_bytes_fetched": fetched,
+            "dataset_bytes": sum(sizes.values()),
+            "cloud_ratio": fetched / sum(sizes.values()),
+            "list_requests": self.lists,
+            "get_requests": sum(self.gets.get(k, 0) for k in sizes),
+            "proxy_bytes": self.proxy_bytes,
+            "local_files": list(self.local_files),
+        }
 
 
-def run(s3: MotoS3Server, proxy_config: ProxyConfig, work: Path, agents: int,
-        partitioned: bool) -> Outcome:
+def run(
+    s3: MotoS3Server, proxy_config: ProxyConfig, work: Path, agents: int, partitioned: bool
+) -> Outcome:
     """One job: `agents` fresh agents register the dataset at once; wait for every one."""
     url = f"s3://{BUCKET}/{PREFIX}"
     with CountingProxy(s3.endpoint_url, proxy_config) as proxy:
@@ -113,10 +122,16 @@ def run(s3: MotoS3Server, proxy_config: ProxyConfig, work: Path, agents: int,
         counts = proxy.counts()
         bytes_out = proxy.stats().response_body_bytes_total
     bucket_path = f"/{BUCKET}"
-    gets = {path[len(bucket_path) + 1:]: n for (method, path), n in counts.items()
-            if method == "GET" and path.startswith(bucket_path + "/")}
-    lists = sum(n for (method, path), n in counts.items()
-                if method == "GET" and path.rstrip("/") == bucket_path)
+    gets = {
+        path[len(bucket_path) + 1 :]: n
+        for (method, path), n in counts.items()
+        if method == "GET" and path.startswith(bucket_path + "/")
+    }
+    lists = sum(
+        n
+        for (method, path), n in counts.items()
+        if method == "GET" and path.rstrip("/") == bucket_path
+    )
     return Outcome(agents, partitioned, seconds, gets, lists, bytes_out, local)
 
 
@@ -136,8 +151,9 @@ def _count_files(root: Path) -> int:
     return sum(1 for p in root.rglob("*") if p.is_file() and ".shardcache" not in p.parts)
 
 
-def measure(work: Path, proxy_config: ProxyConfig, agents: int = 2,
-            shards_mib: tuple[int, ...] = (8,) * 16) -> dict[str, Any]:
+def measure(
+    work: Path, proxy_config: ProxyConfig, agents: int = 2, shards_mib: tuple[int, ...] = (8,) * 16
+) -> dict[str, Any]:
     """The job with and without partitions, one agent alone for the bandwidth, the
     simulator at the same size."""
     objects = {PREFIX + k: v for k, v in generate(shard_like(shards_mib)).items()}
@@ -149,26 +165,42 @@ def measure(work: Path, proxy_config: ProxyConfig, agents: int = 2,
         part = run(s3, proxy_config, work, agents, True)
         whole = run(s3, proxy_config, work, agents, False)
     per_node = sum(sizes.values()) / alone.seconds  # what one agent got from this machine
-    real = {"alone": alone.as_json(sizes), "partitioned": part.as_json(sizes),
-            "whole": whole.as_json(sizes), "node_bytes_per_s_alone": per_node}
+    real = {
+        "alone": alone.as_json(sizes),
+        "partitioned": part.as_json(sizes),
+        "whole": whole.as_json(sizes),
+        "node_bytes_per_s_alone": per_node,
+    }
     return {"real": real, "simulated": simulate_same(proxy_config, agents, shards_mib, per_node)}
 
 
-def simulate_same(proxy_config: ProxyConfig, agents: int, shards_mib: tuple[int, ...],
-                  node_bytes_per_s: float) -> dict[str, Any]:
+def simulate_same(
+    proxy_config: ProxyConfig, agents: int, shards_mib: tuple[int, ...], node_bytes_per_s: float
+) -> dict[str, Any]:
     from .partition_bench import engine_model
 
     engine: EngineModel = engine_model()
-    store = StoreModel(first_byte_s=proxy_config.first_byte_delay_s,
-                       conn_bytes_per_s=proxy_config.bandwidth_bytes_per_s or 1e12)
+    store = StoreModel(
+        first_byte_s=proxy_config.first_byte_delay_s,
+        conn_bytes_per_s=proxy_config.bandwidth_bytes_per_s or 1e12,
+    )
     shard = shards_mib[0] * (1 << 20)
     share = len(shards_mib) // agents
     out = {}
     for name, partitioned in (("partitioned", True), ("whole", False)):
         # the agents share this machine: each simulated node gets its fair part of it
         node = NodeModel(nic_bytes_per_s=node_bytes_per_s / agents, disk_bytes_per_s=1e12)
-        r = run_job(Job(agents, share_objects=share, shard_bytes=shard, partitioned=partitioned),
-                    store, engine, node, memo={})
-        out[name] = {"cloud_ratio": r.cloud_ratio, "seconds": r.all_local_s,
-                     "list_requests": r.list_requests, "get_requests": r.get_requests}
+        r = run_job(
+            Job(agents, share_objects=share, shard_bytes=shard, partitioned=partitioned),
+            store,
+            engine,
+            node,
+            memo={},
+        )
+        out[name] = {
+            "cloud_ratio": r.cloud_ratio,
+            "seconds": r.all_local_s,
+            "list_requests": r.list_requests,
+            "get_requests": r.get_requests,
+        }
     return out

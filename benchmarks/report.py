@@ -180,11 +180,11 @@ def _r12(r12: Any, add: Any) -> None:
     add("R12", f"time until every share is local, {top['nodes']:,} nodes / {one['nodes']} "
         "(simulated; flat = 1)", spread([top["all_local_s"] / one["all_local_s"]]), 1.5,
         "flat (< 1.5)", higher=False)
-    real = r12.get("real")
-    if real and "proxy_bytes" in real:
-        add("R12", f"proxy bytes / dataset, {real['agents']} agents with one share each (real)",
-            spread([real["proxy_bytes"] / real["dataset_bytes"]]), 1.01, "1.0 (< 1.01)",
-            higher=False, digits=3)
+    real = (r12.get("validation") or {}).get("real", {}).get("partitioned")
+    if real:
+        add("R12", f"object bytes at the proxy / dataset, {real['agents']} real agents with one "
+            "share each", spread([real["cloud_ratio"]]), 1.01, "1.0 (< 1.01)", higher=False,
+            digits=3)
 
 
 def _r7(r7: Any, add: Any) -> None:
