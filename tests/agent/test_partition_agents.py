@@ -8,6 +8,8 @@ path, so "fetched once across both nodes" is counted where the cloud would bill 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +136,16 @@ def test_pods_of_one_job_on_one_node_fetch_the_union_of_their_shares_once(s3_buc
     assert {k: counted.get(k, 0) for k in KEYS} == {k: int(k in union) for k in KEYS}
     assert local_keys(doc) == union
     assert sorted(s["partition"] for s in doc["shares"]) == ["0/4", "1/4", "3/4"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "shardcache.cli.main", "status", url, "--agent", str(node.socket)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    for spec in ("0/4", "1/4", "3/4"):
+        assert f"share {spec}" in shown.stdout
 
     # a pod that wants everything widens it to the whole dataset, still one fetch per object
     node.client.register(url, "reads-all")
