@@ -116,4 +116,3 @@ def share_ranges(total: int, shares: Iterable[Partition | None]) -> list[tuple[i
 def select_union(sorted_keys: Sequence[str], shares: Iterable[Partition | None]) -> list[str]:
     """The keys of `sorted_keys` (already sorted and unique) in the union of `shares`."""
     return [k for a, b in share_ranges(len(sorted_keys), shares) for k in sorted_keys[a:b]]
-
