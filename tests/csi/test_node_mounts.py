@@ -380,7 +380,7 @@ def test_the_partition_attribute_reaches_the_agent_as_the_pods_share(
     [share] = doc["shares"]
     assert share["partition"] == "1/3" and share["fraction_local"] == 1.0
     assert doc["objects_local"] == 2 and doc["objects_total"] == 6
-    # the view lists what is local; the share is local, the rest is fetched on demand
+    # a bind view lists what is local: the share (read-through lists all, fetching the rest)
     assert sorted(p.name for p in Path(target).glob("*.tar")) == ["shard-2.tar", "shard-3.tar"]
     unpublish(plugin, target)
     assert env.owners() == []
