@@ -60,6 +60,7 @@ def goals(res: dict[str, Any]) -> list[list[str]]:
     _r7(res.get("r7"), add)
     _r9(res.get("r9"), add)
     _r11(res.get("r11"), add)
+    _r12(res.get("r12"), add)
     r8 = res.get("r8")
     if r8 and "p99_ms" in r8:
         add("R8", f"webhook p99 at {r8['rate']:g} reviews/s (ms), median of {r8['runs']} runs",
@@ -167,6 +168,25 @@ def _r6(r6: Any, add: Any) -> None:
             spread([agent["bytes"] / size]), 1.01, "1.0 (< 1.01)", higher=False, digits=3)
 
 
+def _r12(r12: Any, add: Any) -> None:
+    """R12 from the simulation (and, where it ran, the real two-agent check)."""
+    if not r12 or "rows" not in r12:
+        return
+    rows = [r for r in r12["rows"] if r["fault"] == "healthy" and r["store"] == "elastic"
+            and r["partitioned"]]
+    top, one = max(rows, key=lambda r: r["nodes"]), min(rows, key=lambda r: r["nodes"])
+    add("R12", f"cloud bytes / dataset, {top['nodes']:,} nodes partitioned (simulated)",
+        spread([top["cloud_ratio"]]), 1.01, "1.0 (< 1.01)", higher=False, digits=3)
+    add("R12", f"time until every share is local, {top['nodes']:,} nodes / {one['nodes']} "
+        "(simulated; flat = 1)", spread([top["all_local_s"] / one["all_local_s"]]), 1.5,
+        "flat (< 1.5)", higher=False)
+    real = (r12.get("validation") or {}).get("real", {}).get("partitioned")
+    if real:
+        add("R12", f"object bytes at the proxy / dataset, {real['agents']} real agents with one "
+            "share each", spread([real["cloud_ratio"]]), 1.01, "1.0 (< 1.01)", higher=False,
+            digits=3)
+
+
 def _r7(r7: Any, add: Any) -> None:
     if not r7 or "objects" not in r7:
         return
@@ -262,6 +282,8 @@ def write(res: dict[str, Any], out: Path, stem: str) -> Path:
     if res.get("notes"):
         text += ["## Where the misses come from", "", *res["notes"], ""]
     text += details(res)
+    if res.get("r12", {}).get("rows"):
+        text += [f"R12's tables and chart: [{stem}-partitions.md]({stem}-partitions.md).", ""]
     text += ["## Charts", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
     path = out / f"{stem}.md"
     path.write_text("\n".join(text))

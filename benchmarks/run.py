@@ -31,6 +31,7 @@ from . import (
     listing,
     machine,
     multireader,
+    partition_bench,
     report,
     startup,
     throughput,
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--date", default=datetime.date.today().isoformat())
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--only", help="comma-separated parts: throughput,r3,r4,r5,r6,r7,r8,r9,"
-                   "r11")
+                   "r11,r12")
     p.add_argument("--report-only", type=Path, help="rewrite the report from a results JSON")
     a = p.parse_args(argv)
     if a.report_only:
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = QUICK if a.quick else FULL
     parts = set(a.only.split(",")) if a.only else {"throughput", "r3", "r4", "r5", "r6", "r7",
-                                                    "r8", "r9", "r11"}
+                                                    "r8", "r9", "r11", "r12"}
     proxy = ProxyConfig(first_byte_delay_s=a.first_byte_ms / 1000,
                         bandwidth_bytes_per_s=a.bandwidth_mbps * 1e6)
     started = time.perf_counter()
@@ -108,11 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _remote(plan, proxy, work, parts, results)
         _local(plan, work, parts, results)
+        if "r12" in parts:
+            log("R12: partitioned datasets, simulated to 1,000 nodes and run with real agents")
+            results["r12"] = _guarded(lambda: partition_bench.measure(real=(work, proxy)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["seconds"] = time.perf_counter() - started
     stem = f"{a.date}-quick" if a.quick else a.date
     a.out.mkdir(parents=True, exist_ok=True)
+    if results.get("r12", {}).get("rows"):
+        log(str(partition_bench.write(results["r12"], a.out, stem)))
     (a.out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     md = report.write(results, a.out, stem)
     log(f"done in {results['seconds']:.0f} s: {md}")

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NotRequired, TypedDict
 
+from .partition import Partition
 from .urls import StoreURL, parse_url
 
 
@@ -122,6 +123,50 @@ class ViewCounts:
         return cls(**{k: _int(doc, k) for k in cls.__dataclass_fields__})
 
 
+class ShareJSON(TypedDict):
+    partition: str
+    listed: bool
+    objects_total: int
+    objects_local: int
+    bytes_total: int
+    bytes_local: int
+    fraction_local: float
+
+
+@dataclass(frozen=True)
+class ShareStatus:
+    """How much of one member's share of a partitioned dataset is local (docs/partitions.md):
+    what `wait --partition` compares and `status` shows beside the whole dataset's counts."""
+
+    partition: Partition
+    objects_total: int = 0
+    objects_local: int = 0
+    bytes_total: int = 0
+    bytes_local: int = 0
+    #: False until the dataset is listed (the counts are 0 then and mean nothing yet)
+    listed: bool = True
+
+    @property
+    def fraction_local(self) -> float:
+        return fraction_local(self.bytes_local, self.bytes_total, self.objects_local,
+                              self.objects_total, self.listed)
+
+    def as_json(self) -> ShareJSON:
+        return ShareJSON(
+            partition=str(self.partition), listed=self.listed,
+            objects_total=self.objects_total, objects_local=self.objects_local,
+            bytes_total=self.bytes_total, bytes_local=self.bytes_local,
+            fraction_local=round(self.fraction_local, 6))
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, object]) -> ShareStatus:
+        return cls(Partition.parse(str(doc.get("partition"))),
+                   objects_total=_int(doc, "objects_total"),
+                   objects_local=_int(doc, "objects_local"),
+                   bytes_total=_int(doc, "bytes_total"), bytes_local=_int(doc, "bytes_local"),
+                   listed=doc.get("listed", True) is not False)
+
+
 class StatusJSON(TypedDict):
     url: str
     local_dir: str
@@ -138,6 +183,7 @@ class StatusJSON(TypedDict):
     listed_at: NotRequired[float | None]
     view: NotRequired[dict[str, int]]
     open_failures: NotRequired[list[dict[str, str]]]
+    shares: NotRequired[list[ShareJSON]]
 
 
 @dataclass(frozen=True)
@@ -161,6 +207,8 @@ class DatasetStatus:
     #: the agent's: opens through read-through views, and the last opens that failed
     view: ViewCounts | None = None
     open_failures: tuple[Failure, ...] = ()
+    #: the shares registered with a partition, each with its own progress (the agent's)
+    shares: tuple[ShareStatus, ...] = ()
 
     @property
     def listed(self) -> bool:
@@ -185,7 +233,22 @@ class DatasetStatus:
             doc["view"] = self.view.as_json()
         if self.open_failures:
             doc["open_failures"] = [f.as_json() for f in self.open_failures]
+        if self.shares:
+            doc["shares"] = [s.as_json() for s in self.shares]
         return doc
+
+    def for_share(self, share: Partition) -> DatasetStatus | None:
+        """This status as one member sees it: its share's counts (so `fraction_local` and the
+        wait decision are the share's) with the dataset's state; None when that share is not
+        among `shares`."""
+        found = [s for s in self.shares if s.partition == share]
+        if not found:
+            return None
+        s = found[0]
+        mine = replace(self, objects_total=s.objects_total, objects_local=s.objects_local,
+                       bytes_total=s.bytes_total, bytes_local=s.bytes_local, shares=())
+        # a share that is not known yet must never release a wait
+        return mine if s.listed else replace(mine, listed_at=None, state=DatasetState.LISTING)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, object]) -> DatasetStatus:
@@ -200,6 +263,9 @@ class DatasetStatus:
         view, open_failures = doc.get("view"), doc.get("open_failures") or []
         if not isinstance(open_failures, list):
             raise TypeError("open_failures must be a list")
+        shares = doc.get("shares") or []
+        if not isinstance(shares, list):
+            raise TypeError("shares must be a list")
         return cls(
             url=parse_url(str(doc["url"])),
             local_dir=Path(str(doc.get("local_dir") or "")),
@@ -214,6 +280,7 @@ class DatasetStatus:
             view=ViewCounts.from_json(view) if isinstance(view, Mapping) else None,
             open_failures=tuple(Failure.from_json(f) for f in open_failures
                                 if isinstance(f, Mapping)),
+            shares=tuple(ShareStatus.from_json(s) for s in shares if isinstance(s, Mapping)),
         )
 
 

@@ -71,7 +71,12 @@ class AgentPort(Protocol):
 
     def ready(self) -> bool: ...
     def register(
-        self, url: str, owner: str, namespace: str | None = None, prefetch: str = "all"
+        self,
+        url: str,
+        owner: str,
+        namespace: str | None = None,
+        prefetch: str = "all",
+        partition: str | None = None,
     ) -> DatasetStatus: ...
     def release(self, url: str, owner: str) -> None: ...
 
@@ -166,7 +171,7 @@ class NodeDriver:
         try:
             with self._owners:
                 status = self.agent.register(
-                    spec.dataset, spec.owner, spec.namespace, spec.prefetch
+                    spec.dataset, spec.owner, spec.namespace, spec.prefetch, spec.partition or None
                 )
         except BaseException:
             self.state.remove(spec.target_path)  # nothing was pinned, nothing to release

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from shardcache.errors import CacheStateError, ConfigError
+from shardcache.partition import Partition
 from shardcache_daemonset.policy import validate_pod_url
 
 POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
@@ -31,7 +32,7 @@ EPHEMERAL = "csi.storage.k8s.io/ephemeral"
 #: serviceAccount.tokens, hold credentials and must never be logged or stored)
 KUBELET_PREFIX = "csi.storage.k8s.io/"
 #: the attributes a user writes in the volume (or the webhook writes for them)
-USER_KEYS = frozenset({"dataset", "prefetch", "view"})
+USER_KEYS = frozenset({"dataset", "prefetch", "view", "partition"})
 #: `read-through` (the default): the FUSE view, listing the whole dataset and fetching misses
 #: on open; `bind`: a read-only bind mount of the local directory (complete files only);
 #: `status`: a read-only bind mount of the dataset's status directory alone (the webhook's
@@ -64,6 +65,8 @@ class PublishSpec:
     readonly: bool
     prefetch: str
     view: str = "read-through"
+    #: the pod's share `I/N` (canonical), or "" for the whole dataset
+    partition: str = ""
 
     @property
     def owner(self) -> str:
@@ -76,8 +79,9 @@ class PublishSpec:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> PublishSpec:
         fields = cls.__dataclass_fields__
-        # records written before views existed describe bind mounts
-        doc = {"view": "bind", **doc}
+        # records written before views existed describe bind mounts, before partitions the
+        # whole dataset
+        doc = {"view": "bind", "partition": "", **doc}
         missing = set(fields) - set(doc)
         if missing:
             raise ConfigError(f"publication record lacks {sorted(missing)}")
@@ -137,7 +141,8 @@ def validate_publish(
     if unknown:
         raise ConfigError(
             f"unknown volume attributes {unknown}; shardcache reads "
-            "'dataset' (a URL), 'prefetch' (all|none) and 'view' (read-through|bind|status)"
+            "'dataset' (a URL), 'prefetch' (all|none), 'view' (read-through|bind|status) and "
+            "'partition' (I/N)"
         )
     if "dataset" not in context or not context["dataset"].strip():
         raise ConfigError("volume attribute 'dataset' (like s3://bucket/prefix/) is required")
@@ -154,6 +159,7 @@ def validate_publish(
         readonly=readonly,
         prefetch=_prefetch(context),
         view=_view(context),
+        partition=_partition(context),
     )
 
 
@@ -206,6 +212,20 @@ def _view(context: Mapping[str, str]) -> str:
             f"not {value[:20]!r}"
         )
     return value
+
+
+def _partition(context: Mapping[str, str]) -> str:
+    """The share as canonical `I/N`; `index/N` is the webhook's to resolve, never ours."""
+    value = context.get("partition", "")
+    if value == "":
+        return ""
+    try:
+        return str(Partition.parse(value))
+    except ConfigError as e:
+        raise ConfigError(
+            f"volume attribute partition must be I/N with 0 <= I < N, like 0/4 (the webhook "
+            f"resolves shardcache.io/partition: index/N before the pod reaches the node): {e}"
+        ) from None
 
 
 class PublishAction(enum.Enum):

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from shardcache.errors import OptInError
+from shardcache.errors import ConfigError, OptInError
+from shardcache.partition import Partition
 
 #: the CSI driver of the pod's volume; the manifests (CSIDriver, the kubelet registration and
 #: plugin paths of the DaemonSet) spell it too, and tests/deploy checks that they agree
@@ -30,6 +31,10 @@ ANN_PREFETCH = "shardcache.io/prefetch"
 ANN_WAIT = "shardcache.io/wait"
 ANN_WAIT_TIMEOUT = "shardcache.io/wait-timeout"
 ANN_VIEW = "shardcache.io/view"
+ANN_PARTITION = "shardcache.io/partition"
+#: what the Job controller writes on every pod of an Indexed Job (annotation, and since
+#: Kubernetes 1.28 also a label): the pod's completion index, 0 .. completions-1
+JOB_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 DEFAULT_MOUNT_PATH = "/data"
 #: a named dataset becomes volume `shardcache-NAME` (volume names stop at 63 characters) and
@@ -66,6 +71,8 @@ class OptIn:
     wait_fraction: float
     wait_timeout_s: float
     view: View = "read-through"
+    #: this pod's share of every dataset it names (`shardcache.io/partition`), None for all
+    partition: Partition | None = None
 
 
 def is_enabled(metadata: Any) -> bool:
@@ -102,7 +109,42 @@ def read_opt_in(
             annotations.get(ANN_WAIT_TIMEOUT), default_wait_timeout_s, max_wait_timeout_s
         ),
         view=view,
+        partition=_partition(annotations, metadata.get("labels")),
     )
+
+
+def _partition(annotations: dict[str, Any], labels: Any) -> Partition | None:
+    """`I/N`, or `index/N` with I the pod's Indexed Job completion index."""
+    value = annotations.get(ANN_PARTITION)
+    if value is None:
+        return None
+    usage = (
+        f'{ANN_PARTITION} must be "I/N" (member I of N, 0 <= I < N, like "0/4") '
+        'or "index/N" in an Indexed Job'
+    )
+    if not isinstance(value, str):
+        raise OptInError(f"{usage}; got {value!r:.80}")
+    text = value.strip()
+    if text.startswith("index/"):
+        index = _completion_index(annotations, labels)
+        if index is None:
+            raise OptInError(
+                f"{ANN_PARTITION} {text!r:.40} takes I from the Indexed Job completion index, "
+                f"but the pod is not part of an Indexed Job (no {JOB_COMPLETION_INDEX} "
+                'annotation); write "I/N" instead, or run it as a Job with completionMode: Indexed'
+            )
+        text = f"{index}/{text[len('index/') :]}"
+    try:
+        return Partition.parse(text)
+    except ConfigError as e:
+        raise OptInError(f"{usage}; {e}") from None
+
+
+def _completion_index(annotations: dict[str, Any], labels: Any) -> str | None:
+    found = annotations.get(JOB_COMPLETION_INDEX)
+    if found is None and isinstance(labels, dict):
+        found = labels.get(JOB_COMPLETION_INDEX)
+    return found if isinstance(found, str) else None
 
 
 def _datasets(annotations: dict[str, Any], mount_path: str) -> tuple[DatasetRequest, ...]:

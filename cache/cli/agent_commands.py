@@ -35,8 +35,10 @@ def run_with_agent(args: argparse.Namespace, socket_path: str, out: Output) -> i
 def _prefetch(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
     url = str(parse_url(args.url).as_dataset())
     owner = args.owner or f"cli-{os.getpid()}"
+    share = getattr(args, "partition", None)
     # an explicit --owner pins until released; cli-PID's lease ends soon after this process
-    status = client.register(url, owner, durable=bool(args.owner))
+    status = client.register(url, owner, durable=bool(args.owner),
+                             partition=str(share) if share else None)
     try:
         with out.progress(url) as update:
             while not status.state.settled:
@@ -87,12 +89,13 @@ def _status(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
     out.table(f"shardcache agent at {client.socket_path}",
               ["dataset", "state", "objects", "bytes", "local", "rate", "eta", "owners",
                "view hits"],
-              [[str(r.url), r.state.value, f"{r.objects_local}/{r.objects_total}",
-                f"{format_size(r.bytes_local)}/{format_size(r.bytes_total)}",
-                f"{100 * r.fraction_local:.1f}%", f"{format_size(r.rate_bytes_per_s)}/s",
-                "-" if r.eta_s is None else f"{r.eta_s:.0f} s", str(len(r.owners)),
-                _view_hits(r.view)]
-               for r in rows])
+              [line for r in rows for line in [
+                  [str(r.url), r.state.value, f"{r.objects_local}/{r.objects_total}",
+                   f"{format_size(r.bytes_local)}/{format_size(r.bytes_total)}",
+                   f"{100 * r.fraction_local:.1f}%", f"{format_size(r.rate_bytes_per_s)}/s",
+                   "-" if r.eta_s is None else f"{r.eta_s:.0f} s", str(len(r.owners)),
+                   _view_hits(r.view)],
+                  *_share_rows(r)]])
     for r in rows:
         for err in r.errors[:5]:
             out.warn(f"{r.url}: {err.key}: {err.message}")
@@ -108,6 +111,13 @@ def _view_hits(counts: ViewCounts | None) -> str:
         return "-"
     share = f" ({100 * counts.hit_opens / counts.opens:.0f}%)" if counts.opens else ""
     return f"{counts.hit_opens}/{counts.opens}{share}"
+
+
+def _share_rows(status: DatasetStatus) -> list[list[str]]:
+    """One row under the dataset's for each share registered with a partition."""
+    return [[f"  share {s.partition}", "", f"{s.objects_local}/{s.objects_total}",
+             f"{format_size(s.bytes_local)}/{format_size(s.bytes_total)}",
+             f"{100 * s.fraction_local:.1f}%", "", "", "", ""] for s in status.shares]
 
 
 def _verify(client: AgentClient, args: argparse.Namespace, out: Output) -> int:

@@ -21,7 +21,8 @@ async def run_in_process(args: argparse.Namespace, config: Config, out: Output) 
 async def _prefetch(engine: Engine, args: argparse.Namespace, out: Output) -> int:
     ds = parse_url(args.url).as_dataset()
     with out.progress(str(ds)) as update:
-        report = await engine.prefetch(ds, owner=args.owner, progress=update)
+        report = await engine.prefetch(ds, owner=args.owner, progress=update,
+                                       shares=(getattr(args, "partition", None),))
     return report_prefetch(report, out, engine.stats())
 
 

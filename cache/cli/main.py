@@ -20,6 +20,7 @@ from typing import Any
 from .. import __version__
 from ..config import Config, parse_size
 from ..errors import CacheError, ConfigError, codes_of, is_disk_full, redact
+from ..partition import Partition
 from ..retry import Retry
 from .output import Output
 
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url")
     p.add_argument("--owner", help="pin the dataset for this owner until released")
     p.add_argument("--concurrency", type=int, help="concurrent requests (default 64)")
+    p.add_argument("--partition", type=_partition, metavar="I/N",
+                   help="fetch only member I of N's share (docs/partitions.md)")
 
     p = sub.add_parser("path", parents=[common], help="print the local path of a dataset or "
                        "object")
@@ -81,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds")
     p.add_argument("--prefetch", action="store_true",
                    help="in-process mode: start the prefetch instead of waiting for another")
+    p.add_argument("--partition", type=_partition, metavar="I/N",
+                   help="the fraction is of member I of N's share, not of the whole dataset")
 
     p = sub.add_parser("demo", parents=[common], help="run the built-in demo against a local "
                        "S3 emulator and print a throughput comparison")
@@ -91,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bandwidth-mbps", type=float, default=90.0,
                    help="per-connection cap in MB/s")
     return parser
+
+
+def _partition(text: str) -> Partition:
+    try:
+        return Partition.parse(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _size(text: str) -> int:

@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..config import Config
 from ..errors import NotFoundError
+from ..partition import Partition
 from ..status import DatasetStatus
 from ..store.statusfile import STATUS_NAME, parse_status_file
 from ..urls import StoreURL, parse_url
@@ -71,7 +73,24 @@ def report(out: Output, ds: StoreURL, wanted: float, timeout_s: float, decision:
     return EXIT_OK
 
 
+def of_share(look: Callable[[], Look], share: Partition | None) -> Callable[[], Look]:
+    """With `--partition`, every look is of that member's share (`DatasetStatus.for_share`):
+    the fraction, and so the decision, are the share's."""
+    if share is None:
+        return look
+
+    def looked() -> Look:
+        seen = look()
+        if seen.status is None:
+            return seen
+        mine = seen.status.for_share(share)
+        return Look(mine, seen.note if mine else f"no share {share} registered yet")
+
+    return looked
+
+
 def _run(look: Callable[[], Look], args: argparse.Namespace, out: Output, ds: StoreURL) -> int:
+    look = of_share(look, getattr(args, "partition", None))
     decision, seen = poll(look, args.fraction, args.timeout, interval_s=POLL_S, ends=_ENDS)
     return report(out, ds, args.fraction, args.timeout, decision, seen)
 
@@ -113,11 +132,14 @@ def wait_in_process(args: argparse.Namespace, config: Config, out: Output) -> in
 
     ds = parse_url(args.url).as_dataset()
     with InProcessEngine(config) as engine:
+        share = getattr(args, "partition", None)
         if args.prefetch:
-            engine.start_prefetch(ds)
+            engine.start_prefetch(ds, share)
 
         def look() -> Look:
             status: DatasetStatus | None = engine.status(ds)
+            if status is not None and share is not None:  # no agent keeps shares here
+                status = replace(status, shares=(engine.share_status(ds, share),))
             return Look(status)
 
         return _run(look, args, out, ds)

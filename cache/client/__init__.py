@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .api import local_path, open, prefetch, wait_until_local
     from .client import Client, ClientSettings, ClientStats
+    from .shares import Partition, list_share, partition, partition_from_env
     from .waiting import WaitTimeoutError
 
 _WHERE = {
@@ -24,15 +25,23 @@ _WHERE = {
     "ClientSettings": "client",
     "ClientStats": "client",
     "WaitTimeoutError": "waiting",
+    "Partition": "shares",
+    "list_share": "shares",
+    "partition": "shares",
+    "partition_from_env": "shares",
 }
 
 __all__ = [
     "Client",
     "ClientSettings",
     "ClientStats",
+    "Partition",
     "WaitTimeoutError",
+    "list_share",
     "local_path",
     "open",
+    "partition",
+    "partition_from_env",
     "prefetch",
     "wait_until_local",
 ]

@@ -60,11 +60,13 @@ class AgentClient:
             return False
 
     def register(self, url: str, owner: str, namespace: str | None = None,
-                 prefetch: str = "all", durable: bool = False) -> DatasetStatus:
-        """Pin `url` for `owner` (registering again renews the owner's lease; `durable`: the
-        pin lasts until released, even after this process ends)."""
+                 prefetch: str = "all", durable: bool = False,
+                 partition: str | None = None) -> DatasetStatus:
+        """Pin `url` for `owner` and prefetch it, or only the share `partition` ("I/N")
+        (registering again renews the owner's lease; `durable`: the pin lasts until released,
+        even after this process ends)."""
         body = {"url": url, "owner": owner, "namespace": namespace, "prefetch": prefetch,
-                "durable": durable}
+                "durable": durable, "partition": partition}
         return _status(self._request("POST", "/v1/datasets", body))
 
     def release(self, url: str, owner: str) -> None:

@@ -15,7 +15,15 @@ from typing import TypeVar
 
 from ..backends.base import Backend, ObjectInfo
 from ..config import Config
-from ..engine import DatasetStatus, Engine, FetchResult, PrefetchReport, with_retries
+from ..engine import (
+    DatasetStatus,
+    Engine,
+    FetchResult,
+    PrefetchReport,
+    ShareStatus,
+    with_retries,
+)
+from ..partition import Partition
 from ..urls import StoreURL
 from ._loop import LoopThread, abandon
 
@@ -48,14 +56,19 @@ class InProcessEngine:
     def prefetch(self, ds: StoreURL) -> PrefetchReport:
         return self._run(lambda e: e.prefetch(ds), FETCH_TIMEOUT_S * 6)
 
-    def start_prefetch(self, ds: StoreURL) -> None:
-        """Start a prefetch on the engine's loop and return at once (once per dataset)."""
+    def start_prefetch(self, ds: StoreURL, share: Partition | None = None) -> None:
+        """Start a prefetch (of one member's `share` only, when given) on the engine's loop
+        and return at once (once per dataset)."""
 
         async def start(engine: Engine) -> None:
             if ds not in self._tasks or self._tasks[ds].done():
-                self._tasks[ds] = asyncio.create_task(engine.prefetch(ds))
+                self._tasks[ds] = asyncio.create_task(engine.prefetch(ds, shares=(share,)))
 
         self._run(start, self.config.read_timeout_s)
+
+    def share_status(self, ds: StoreURL, share: Partition) -> ShareStatus:
+        """How much of member `share`'s part of the dataset is local."""
+        return self._run(lambda e: e.share_status(ds, share), self.config.read_timeout_s)
 
     def status(self, ds: StoreURL) -> DatasetStatus | None:
         """The dataset's status (None while it was never listed). Raises what a prefetch

@@ -13,6 +13,7 @@ from ..status import (
     Failure,
     ManifestPage,
     Progress,
+    ShareStatus,
     VerifyReport,
 )
 from .download import with_retries
@@ -22,5 +23,6 @@ from .prefetch import PrefetchReport
 
 __all__ = [
     "DatasetState", "DatasetStatus", "Engine", "EngineStats", "Evicted", "Failure",
-    "FetchResult", "ManifestPage", "PrefetchReport", "Progress", "VerifyReport", "with_retries",
+    "FetchResult", "ManifestPage", "PrefetchReport", "Progress", "ShareStatus", "VerifyReport",
+    "with_retries",
 ]

@@ -9,7 +9,8 @@ per-object OFD locks (see locks.py), so the CLI, several training processes and 
 point at one cache directory and each object is still downloaded once.
 
     open / close / async with       lifecycle (open adopts what a previous run left)
-    prefetch(ds, owner=, progress=, download=) -> PrefetchReport
+    prefetch(ds, owner=, progress=, download=, shares=) -> PrefetchReport
+    share_status(ds, partition) -> ShareStatus   one member's share of a partitioned dataset
     fetch(object_url) -> FetchResult      one object now, ahead of prefetch work
     lookup(object_url) -> ObjectInfo | None   what the index knows of it, no store request
     manifest(ds, after=, limit=) -> ManifestPage | None   the last listing, a page at a time
@@ -33,6 +34,7 @@ from typing import TypeVar
 from ..backends.base import ObjectInfo
 from ..config import Config
 from ..errors import CacheError
+from ..partition import Partition
 from ..policy import Usage
 from ..status import (
     DatasetState,
@@ -41,6 +43,7 @@ from ..status import (
     Evicted,
     ManifestPage,
     Progress,
+    ShareStatus,
     VerifyReport,
     with_progress,
 )
@@ -116,9 +119,11 @@ class Engine:
     # -- datasets -------------------------------------------------------------------------
     async def prefetch(self, ds: StoreURL, *, owner: str | None = None,
                        progress: Callable[[Progress], None] | None = None,
-                       download: bool = True) -> PrefetchReport:
+                       download: bool = True,
+                       shares: tuple[Partition | None, ...] = (None,)) -> PrefetchReport:
         """List the dataset `ds`, download what is missing (unless not `download`), publish,
-        and report; `owner` also pins it. `progress` sees every step."""
+        and report; `owner` also pins it. `progress` sees every step. With `shares`, only
+        the union of those members' shares is downloaded (docs/partitions.md)."""
         ds = ds.as_dataset()
 
         def report(p: Progress) -> None:
@@ -127,9 +132,14 @@ class Engine:
                 progress(p)
 
         try:
-            return await self._prefetcher.run(ds, owner, report, download)
+            return await self._prefetcher.run(ds, owner, report, download, shares)
         finally:
             self._live.pop(ds, None)
+
+    async def share_status(self, ds: StoreURL, share: Partition) -> ShareStatus:
+        """How much of member `share`'s part of the dataset is local (`listed` False until
+        the dataset has been listed)."""
+        return await self._store.call(self._store.share_status, ds.as_dataset(), share)
 
     async def fetch(self, url: StoreURL) -> FetchResult:
         """Make one object local now, ahead of any prefetch work; list it if not known."""

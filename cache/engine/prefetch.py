@@ -6,13 +6,14 @@ import asyncio
 import enum
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import keys as keymap
 from ..backends.base import ObjectInfo
 from ..errors import OverCapacityError, is_disk_full, kind_of, redact
+from ..partition import Partition, share_ranges
 from ..status import DatasetState, Failure, Progress
 from ..store.store import Protect, Store
 from ..urls import StoreURL
@@ -86,7 +87,10 @@ class Prefetcher:
         self._tally = tally
 
     async def run(self, ds: StoreURL, owner: str | None, report: Callable[[Progress], None],
-                  download: bool) -> PrefetchReport:
+                  download: bool, shares: Sequence[Partition | None] = (None,),
+                  ) -> PrefetchReport:
+        """List `ds`, download what is missing of the union of `shares` (None: the whole
+        dataset; a Partition: that member's share, see shardcache.partition), report."""
         started = time.monotonic()
         store, url = self._store, str(ds)
         report(Progress(url, 0, 0, started_at=time.time(), listed=False))
@@ -96,7 +100,12 @@ class Prefetcher:
         # bind mount can be made before the first file arrives.
         local_dir = await store.call(store.make_dataset_dir, ds)
         local = await store.call(store.local_keys, ds, objects)
-        todo = [o for o in objects if o.key not in local]
+        wanted = [o for a, b in share_ranges(len(objects), shares) for o in objects[a:b]]
+        todo = [o for o in wanted if o.key not in local]
+        # objects outside every share asked for are left to on-demand reads: those of them
+        # not local yet keep the dataset from being complete after this run
+        local_outside = len(local) - (len(wanted) - len(todo))
+        unplanned = len(objects) - len(wanted) - local_outside
         run = _Run(ds, Progress(url, len(objects), sum(o.size for o in objects),
                                 objects_done=len(local),
                                 bytes_done=sum(o.size for o in objects if o.key in local),
@@ -110,7 +119,8 @@ class Prefetcher:
                 await asyncio.shield(store.call(store.set_state, ds, DatasetState.INTERRUPTED,
                                                 _errors(run.failed, refused)))
                 raise
-        await self._settle(run, _final_state(run, refused, download, todo), refused)
+        await self._settle(run, _final_state(run, refused, download, todo, unplanned > 0),
+                           refused)
         return PrefetchReport(
             url=url, local_dir=local_dir, objects_total=len(objects),
             bytes_total=sum(o.size for o in objects),
@@ -130,7 +140,8 @@ class Prefetcher:
                                          self._store.config.retry)
         accepted, refused = keymap.plan_paths(o.key for o in listing)
         ok = set(accepted)
-        return [o for o in listing if o.key in ok], refused
+        # sorted: the shares of a partition are ranges of the sorted keys
+        return sorted((o for o in listing if o.key in ok), key=lambda o: o.key), refused
 
     async def _settle(self, run: _Run, final: DatasetState,
                       refused: list[keymap.KeyRefusal]) -> None:
@@ -190,9 +201,9 @@ def _errors(failed: list[Failure], refused: list[keymap.KeyRefusal]) -> list[Fai
 
 
 def _final_state(run: _Run, refused: list[keymap.KeyRefusal], download: bool,
-                 todo: list[ObjectInfo]) -> DatasetState:
+                 todo: list[ObjectInfo], outside_shares: bool = False) -> DatasetState:
     if run.failed:
         return DatasetState.FAILED
-    if run.not_cached or refused or (todo and not download):
+    if run.not_cached or refused or (todo and not download) or outside_shares:
         return DatasetState.PARTIAL
     return DatasetState.COMPLETE

@@ -333,6 +333,18 @@ class Index:
             "AND o.version = m.version AND o.state='ready' WHERE m.url=?", (url,)).fetchone()
         return int(row[0]), int(row[1])
 
+    def range_totals(self, url: str, store: str, start: int, stop: int
+                     ) -> tuple[int, int, int, int]:
+        """Objects and bytes of the manifest's keys [start, stop) in key order (a partition's
+        share; the primary key keeps them sorted), and how many of those are local."""
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(m.size),0), COUNT(o.key), "
+            "COALESCE(SUM(CASE WHEN o.key IS NULL THEN 0 ELSE m.size END),0) FROM "
+            "(SELECT key, size, version FROM manifest WHERE url=? ORDER BY key LIMIT ? OFFSET ?) m "
+            "LEFT JOIN objects o ON o.store=? AND o.key=m.key AND o.version=m.version "
+            "AND o.state='ready'", (url, max(0, stop - start), start, store)).fetchone()
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
     def forget_dataset(self, url: str) -> None:
         self._db.execute("DELETE FROM manifest WHERE url=?", (url,))
         self._db.execute("DELETE FROM datasets WHERE url=?", (url,))

@@ -29,6 +29,15 @@ from .layout import Layout, open_dir, status_name
 STATUS_NAME = "status.json"
 #: fields copied from the status document; anything else stays inside the agent
 FIELDS = ("url", "state", "objects_total", "objects_local", "bytes_total", "bytes_local")
+#: of each share registered with a partition: `wait --partition I/N` reads its own
+SHARE_FIELDS = (
+    "partition",
+    "listed",
+    "objects_total",
+    "objects_local",
+    "bytes_total",
+    "bytes_local",
+)
 
 
 def status_record(status: DatasetStatus, now: float) -> dict[str, object]:
@@ -36,6 +45,11 @@ def status_record(status: DatasetStatus, now: float) -> dict[str, object]:
     doc = status.as_json()
     record: dict[str, object] = {name: doc[name] for name in FIELDS}  # type: ignore[literal-required]
     record["updated_at"] = round(now, 3)
+    if status.shares:
+        record["shares"] = [
+            {k: s.as_json()[k] for k in SHARE_FIELDS}  # type: ignore[literal-required]
+            for s in status.shares
+        ]
     return record
 
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from ..backends.base import Checksum, ObjectInfo
 from ..config import Config
 from ..errors import CacheError, CacheStateError, is_disk_full
+from ..partition import Partition
 from ..policy import (
     Candidate,
     Protection,
@@ -34,7 +35,7 @@ from ..policy import (
     inode_room,
     trim,
 )
-from ..status import DatasetState, Failure, ManifestPage
+from ..status import DatasetState, Failure, ManifestPage, ShareStatus
 from ..urls import StoreURL, parse_url
 from . import files
 from .adopt import adopt_quick
@@ -274,6 +275,17 @@ class Store:
         objects = tuple((key[cut:], size) for key, size in rows)
         return ManifestPage(ds, row.objects_total, objects,
                             objects[-1][0] if len(objects) == limit else None)
+
+    def share_status(self, ds: StoreURL, share: Partition) -> ShareStatus:
+        """How much of member `share`'s part of the dataset's manifest is local (shares are
+        ranges of the sorted keys; the manifest's primary key keeps them sorted)."""
+        row = self.index.dataset(str(ds))
+        if row is None or row.listed_at is None:
+            return ShareStatus(share, listed=False)
+        start, stop = share.bounds(row.objects_total)
+        n, nbytes, n_local, b_local = self.index.range_totals(str(ds), ds.store, start, stop)
+        return ShareStatus(share, objects_total=n, objects_local=n_local, bytes_total=nbytes,
+                           bytes_local=b_local)
 
     def update_manifest_row(self, ds: StoreURL, info: ObjectInfo) -> None:
         self.index.update_manifest_row(str(ds), info)

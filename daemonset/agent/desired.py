@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shardcache.errors import OptInError
+from shardcache.errors import ConfigError, OptInError
+from shardcache.partition import Partition, parse_optional
 
 from ..podspec import DRIVER_NAME, is_enabled, read_opt_in
 from ..policy import Policy
@@ -36,6 +37,8 @@ class Want:
     url: str
     namespace: str
     prefetch: str
+    #: the pod's share (`shardcache.io/partition`, resolved), None for the whole dataset
+    partition: Partition | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def view(pod: Any, policy: Policy) -> PodView | None:
         return None
     phase = (pod.get("status") or {}).get("phase")
     active = phase not in FINISHED_PHASES
-    requests: list[tuple[str, str]] = list(volumes)
+    requests: list[tuple[str, str, Partition | None]] = list(volumes)
     refusals: list[Refusal] = []
     if is_enabled(meta):
         try:
@@ -97,24 +100,25 @@ def view(pod: Any, policy: Policy) -> PodView | None:
         except OptInError as e:
             refusals.append(Refusal(uid, ns, name, "", str(e)))
         else:
-            requests += [(req.url, opt.prefetch) for req in opt.datasets]
+            requests += [(req.url, opt.prefetch, opt.partition) for req in opt.datasets]
     wants: dict[str, Want] = {}
-    for url, prefetch in requests:
+    for url, prefetch, share in requests:
         decision = policy.check(ns, url)
         if decision.allowed and decision.url is not None:
             key = str(decision.url)
             if key not in wants or prefetch == "all":
-                wants[key] = Want(uid, key, ns, prefetch)
+                wants[key] = Want(uid, key, ns, prefetch, share)
         else:
             refusals.append(Refusal(uid, ns, name, url, decision.reason))
     return PodView(uid, ns, name, active, tuple(wants.values()), tuple(refusals))
 
 
-def csi_volumes(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(dataset URL, prefetch) of every inline `csi.shardcache.io` volume of a pod."""
+def csi_volumes(pod: Mapping[str, Any]) -> list[tuple[str, str, Partition | None]]:
+    """(dataset URL, prefetch, share) of every inline `csi.shardcache.io` volume of a pod (a
+    share the plugin would refuse counts as the whole dataset: nothing is mounted for it)."""
     spec = pod.get("spec")
     volumes = spec.get("volumes") if isinstance(spec, Mapping) else None
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str, Partition | None]] = []
     for volume in volumes if isinstance(volumes, list) else []:
         csi = volume.get("csi") if isinstance(volume, Mapping) else None
         if not isinstance(csi, Mapping) or csi.get("driver") != DRIVER_NAME:
@@ -124,7 +128,11 @@ def csi_volumes(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
         url = attributes.get("dataset")
         prefetch = attributes.get("prefetch", "all")
         found.append(
-            (url if isinstance(url, str) else "", prefetch if prefetch == "none" else "all")
+            (
+                url if isinstance(url, str) else "",
+                prefetch if prefetch == "none" else "all",
+                _share(attributes.get("partition")),
+            )
         )
     return found
 
@@ -195,3 +203,10 @@ def _event(
         "lastTimestamp": now_iso,
         "count": 1,
     }
+
+
+def _share(text: object) -> Partition | None:
+    try:
+        return parse_optional(text) if isinstance(text, str) else None
+    except ConfigError:
+        return None

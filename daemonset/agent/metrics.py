@@ -80,6 +80,9 @@ class Snapshot:
     #: url -> (objects_local, objects_total, bytes_local, bytes_total)
     datasets: Mapping[str, tuple[int, int, int, int]]
     ready: bool
+    #: (url, "I/N") -> (objects_local, objects_total, bytes_local, bytes_total) of each share
+    #: registered with a partition (docs/partitions.md)
+    shares: Mapping[tuple[str, str], tuple[int, int, int, int]] = field(default_factory=dict)
 
 
 def families(c: AgentCounters, s: Snapshot) -> list[Family]:
@@ -92,6 +95,13 @@ def families(c: AgentCounters, s: Snapshot) -> list[Family]:
         return Family(
             name, kind, help_, tuple(("", {label: k}, v) for k, v in sorted(values.items()))
         )
+
+    def per_share(name: str, help_: str, i: int) -> Family:
+        samples = tuple(
+            ("", {"dataset": url, "partition": part}, v[i])
+            for (url, part), v in sorted(s.shares.items())
+        )
+        return Family(name, "gauge", help_, samples)
 
     def per_dataset(name: str, help_: str, i: int) -> Family:
         return labelled(
@@ -157,6 +167,14 @@ def families(c: AgentCounters, s: Snapshot) -> list[Family]:
         per_dataset("shardcache_dataset_objects_total", "Objects in the dataset's listing.", 1),
         per_dataset("shardcache_dataset_bytes_local", "Bytes of the dataset that are local.", 2),
         per_dataset("shardcache_dataset_bytes_total", "Bytes in the dataset's listing.", 3),
+        per_share(
+            "shardcache_share_objects_local", "Objects of a partition's share that are local.", 0
+        ),
+        per_share("shardcache_share_objects_total", "Objects in a partition's share.", 1),
+        per_share(
+            "shardcache_share_bytes_local", "Bytes of a partition's share that are local.", 2
+        ),
+        per_share("shardcache_share_bytes_total", "Bytes in a partition's share.", 3),
         one("shardcache_agent_ready", "gauge", "1 once the cache is adopted.", int(s.ready)),
         *view_families(c.views),
     ]

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 from shardcache.errors import CacheError, ConfigError, UnavailableError, codes_of, redact
+from shardcache.partition import Partition, parse_optional
 from shardcache.status import DatasetStatus, StatusJSON
 
 from ..prometheus import policy_generation
@@ -198,10 +199,21 @@ async def register(request: web.Request) -> web.Response:
         raise ConfigError('"durable" must be true or false')
     url, owner = _str(doc, "url"), _str(doc, "owner")
     status = await agent.register(
-        url, owner, _str(doc, "namespace", required=False), doc.get("prefetch") or "all"
+        url,
+        owner,
+        _str(doc, "namespace", required=False),
+        doc.get("prefetch") or "all",
+        _partition(_str(doc, "partition", required=False)),
     )
     request.app[LEASES_KEY].registered(url, owner, request.get(PEER), durable)
     return web.json_response(_json(status))
+
+
+def _partition(text: str | None) -> Partition | None:
+    try:
+        return parse_optional(text)
+    except ConfigError as e:
+        raise ConfigError(f"partition must be I/N with 0 <= I < N, like 0/4: {e}") from None
 
 
 async def release(request: web.Request) -> web.Response:

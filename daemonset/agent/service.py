@@ -5,6 +5,10 @@ owner at once (so nothing it has is evicted) and starts a prefetch in the backgr
 has at most one prefetch task at a time, and a later owner joins the running one. A release
 only unpins: the dataset stays cached, evictable once no owner is left, and a running prefetch
 goes on (a failed pod's replacement usually asks for the same dataset moments later).
+
+A registration may name the owner's share of a partitioned dataset (`I/N`): the prefetch
+fetches the union of the registered shares (shares.py), and goes round again when a new
+registration widens it; local objects are skipped, so nothing is fetched twice.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from dataclasses import replace
 
 from shardcache.engine import (
     DatasetStatus,
@@ -24,12 +29,14 @@ from shardcache.engine import (
     VerifyReport,
 )
 from shardcache.errors import CacheError, ConfigError, PolicyDeniedError, kind_of, redact
+from shardcache.partition import Partition
 from shardcache.urls import StoreURL, parse_url, require_cloud
 
 from ..policy import WILDCARD, ReloadingPolicy, validate_pod_url
 from . import status as st
 from .logs import kv
 from .metrics import AgentCounters, Snapshot
+from .shares import Shares
 from .views import ViewReports, manifest_page
 
 log = logging.getLogger("shardcache.agent")
@@ -49,6 +56,8 @@ class Agent:
         self.ready = False
         self.tasks: dict[StoreURL, asyncio.Task[None]] = {}
         self._download: dict[StoreURL, bool] = {}
+        #: each owner's share of each dataset; a prefetch fetches their union
+        self.shares = Shares()
         self._samples: dict[StoreURL, deque[tuple[float, int]]] = {}
         self._failures: dict[StoreURL, tuple[Failure, ...]] = {}
         #: (pod uid, url) -> why the policy refused it; shown by GET /v1/datasets
@@ -103,18 +112,31 @@ class Agent:
 
     # -- datasets -------------------------------------------------------------------------
     async def register(
-        self, url: str, owner: str, namespace: str | None, prefetch: str
+        self,
+        url: str,
+        owner: str,
+        namespace: str | None,
+        prefetch: str,
+        partition: Partition | None = None,
     ) -> DatasetStatus:
         ds = self.accept(url, namespace)
         if not isinstance(owner, str) or not owner or len(owner) > 253:
             raise ConfigError("owner must be a non-empty string (a pod UID, or cli-PID)")
         if prefetch not in ("all", "none"):
             raise ConfigError(f'prefetch must be "all" or "none", got {prefetch!r:.40}')
+        self.shares.add(ds, owner, partition)
         # pinning also creates the directory, so a bind mount can be made at once
         await self.engine.pin(ds, owner)
         self._start(ds, download=prefetch == "all")
         log.info(
-            "registered", extra=kv(url=str(ds), owner=owner, namespace=namespace, prefetch=prefetch)
+            "registered",
+            extra=kv(
+                url=str(ds),
+                owner=owner,
+                namespace=namespace,
+                prefetch=prefetch,
+                partition=str(partition) if partition else "all",
+            ),
         )
         status = await self._status(ds)
         assert status is not None
@@ -157,8 +179,11 @@ class Agent:
         try:
             while True:
                 download = self._download[ds]
-                report = await self.engine.prefetch(ds, progress=progress, download=download)
-                if download or not self._download[ds]:
+                shares = self.shares.union(ds)
+                report = await self.engine.prefetch(
+                    ds, progress=progress, download=download, shares=shares
+                )
+                if (download or not self._download[ds]) and not self.shares.widens(ds, shares):
                     break
             for f in report.failed:
                 self.counters.error(f.kind)
@@ -191,6 +216,8 @@ class Agent:
     async def release(self, url: str, owner: str) -> dict[str, bool]:
         ds = parse_url(url).as_dataset()
         await self.engine.unpin(ds, owner)
+        # the share stops counting for what is prefetched next; what is local stays
+        self.shares.drop(ds, owner)
         log.info("released", extra=kv(url=str(ds), owner=owner))
         return {"released": True}
 
@@ -232,10 +259,15 @@ class Agent:
                 found[url] = st.unknown(url, self.engine.local_path(url), owners)
         now = time.monotonic()
         return [
-            self.views.decorate(
-                st.shown(found[u], running=self.running(u),
-                         samples=list(self._samples.get(u, ())), now=now,
-                         agent_errors=self._failures.get(u, ()))
+            replace(
+                self.views.decorate(
+                    st.shown(found[u], running=self.running(u),
+                             samples=list(self._samples.get(u, ())), now=now,
+                             agent_errors=self._failures.get(u, ()))
+                ),
+                shares=tuple(
+                    [await self.engine.share_status(u, p) for p in self.shares.partitions(u)]
+                ),
             )
             for u in sorted(found)
         ]
@@ -309,8 +341,12 @@ class Agent:
         self._failures.pop(ds, None)
         log.info(
             "evicted",
-            extra=kv(url=str(ds), objects=evicted.objects_removed, bytes=evicted.bytes_removed,
-                     force=force),
+            extra=kv(
+                url=str(ds),
+                objects=evicted.objects_removed,
+                bytes=evicted.bytes_removed,
+                force=force,
+            ),
         )
         return evicted
 
@@ -332,4 +368,14 @@ class Agent:
                 for d in docs
             },
             ready=self.ready,
+            shares={
+                (str(d.url), str(s.partition)): (
+                    s.objects_local,
+                    s.objects_total,
+                    s.bytes_local,
+                    s.bytes_total,
+                )
+                for d in docs
+                for s in d.shares
+            },
         )

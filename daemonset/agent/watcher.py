@@ -198,7 +198,11 @@ class PodWatcher:
 
     def _register(self, want: desired.Want) -> None:
         try:
-            self._call(self.agent.register(want.url, want.owner, want.namespace, want.prefetch))
+            self._call(
+                self.agent.register(
+                    want.url, want.owner, want.namespace, want.prefetch, want.partition
+                )
+            )
         except CacheError as e:
             log.warning(
                 "cannot register a pod's dataset",

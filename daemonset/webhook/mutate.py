@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shardcache.errors import OptInError
+from shardcache.partition import ENV_PARTITION
 from shardcache.store.layout import Layout
 from shardcache.urls import StoreURL
 
@@ -169,7 +170,7 @@ def plan(
             ):
                 continue
             base = f"/spec/{kind}/{i}"
-            warnings += _add_to_container(ops, container, base, usable, socket, settings)
+            warnings += _add_to_container(ops, container, base, usable, socket, opt_in, settings)
     _add_wait_containers(ops, spec, opt_in, waiting, settings)
     return ops.ops, warnings
 
@@ -180,6 +181,7 @@ def _add_to_container(
     base: str,
     datasets: list[Dataset],
     socket: bool,
+    opt_in: OptIn,
     settings: Settings,
 ) -> list[str]:
     if not isinstance(container.get("volumeMounts") or [], list) or not isinstance(
@@ -221,6 +223,9 @@ def _add_to_container(
                 {"name": SOCKET_VOLUME, "mountPath": settings.host_socket_dir, "readOnly": True},
             )
         env.append(("SHARDCACHE_AGENT_SOCKET", settings.host_socket_dir + "/agent.sock"))
+    if env and opt_in.partition is not None:
+        # the same I/N the node prefetched, for `shardcache.client.partition_from_env()`
+        env.append((ENV_PARTITION, str(opt_in.partition)))
     present = {_name(e) for e in _dicts(container.get("env"))}
     for name, value in env:
         if name not in present:
@@ -260,6 +265,8 @@ def _wait_container(ds: Dataset, opt_in: OptIn, settings: Settings) -> dict[str,
             f"{opt_in.wait_fraction:g}",
             "--timeout",
             f"{opt_in.wait_timeout_s:g}",
+            # with a partition, the fraction is of this pod's share (docs/partitions.md)
+            *(["--partition", str(opt_in.partition)] if opt_in.partition else []),
         ],
         # `shardcache wait` reads the status file the agent keeps for the dataset, in its own
         # volume (SHARDCACHE_STATUS_DIR/status.json): no socket, no network, no privilege, and
@@ -292,6 +299,9 @@ def _volume(ds: Dataset, opt_in: OptIn, settings: Settings) -> dict[str, Any]:
         host_dir = Layout(Path(settings.host_cache_dir)).dataset_dir(ds.url)
         return {"name": ds.volume, "hostPath": {"path": str(host_dir), "type": "DirectoryOrCreate"}}
     attributes = {"dataset": str(ds.url), "prefetch": opt_in.prefetch, "view": opt_in.view}
+    if opt_in.partition is not None:
+        # resolved: `index/N` never reaches the node, the CSI plugin sees plain `I/N`
+        attributes["partition"] = str(opt_in.partition)
     return {
         "name": ds.volume,
         "csi": {"driver": DRIVER_NAME, "readOnly": True, "volumeAttributes": attributes},
@@ -309,6 +319,9 @@ def _status_volume(ds: Dataset, opt_in: OptIn, settings: Settings) -> dict[str, 
             "hostPath": {"path": str(host_dir), "type": "DirectoryOrCreate"},
         }
     attributes = {"dataset": str(ds.url), "prefetch": opt_in.prefetch, "view": "status"}
+    if opt_in.partition is not None:
+        # the same share as the data volume: the pod's registration must not widen to all
+        attributes["partition"] = str(opt_in.partition)
     return {
         "name": ds.status_volume,
         "csi": {"driver": DRIVER_NAME, "readOnly": True, "volumeAttributes": attributes},

@@ -152,3 +152,48 @@ def test_a_webhook_mutated_pod_is_counted_once():
     p = _with_csi_volume(pod(uid, "p", "team-a", "n", ann), "s3://data/x/", prefetch="none")
     v = desired.view(p, POLICY)
     assert v is not None and v.wants == (desired.Want(uid, "s3://data/x/", "team-a", "none"),)
+
+
+def test_view_carries_the_pods_share_and_refuses_a_bad_one():
+    from shardcache.partition import Partition
+
+    uid = str(uuid.uuid4())
+    ann = {
+        "shardcache.io/dataset": "s3://data/train/",
+        "shardcache.io/partition": "index/8",
+        "batch.kubernetes.io/job-completion-index": "3",
+    }
+    v = desired.view(pod(uid, "p", "team-a", "n", ann), POLICY)
+    assert v is not None
+    assert v.wants == (desired.Want(uid, "s3://data/train/", "team-a", "all", Partition(3, 8)),)
+    del ann["batch.kubernetes.io/job-completion-index"]
+    bad = desired.view(pod(uid, "p", "team-a", "n", ann), POLICY)
+    assert bad is not None and bad.wants == ()
+    assert "shardcache.io/partition" in bad.refusals[0].reason
+
+
+def test_shares_union_widening_and_release():
+    from shardcache.partition import Partition
+    from shardcache.urls import parse_url
+    from shardcache_daemonset.agent.shares import WHOLE, Shares
+
+    s = Shares()
+    url = parse_url("s3://data/train/")
+    assert s.union(url) == WHOLE  # nobody asked for a share: the whole dataset
+    s.add(url, "p0", Partition(0, 4))
+    s.add(url, "p1", Partition(1, 4))
+    s.add(url, "p1b", Partition(1, 4))
+    planned = s.union(url)
+    assert planned == (Partition(0, 4), Partition(1, 4))
+    assert s.partitions(url) == [Partition(0, 4), Partition(1, 4)]
+    assert not s.widens(url, planned)
+    s.add(url, "p3", Partition(3, 4))
+    assert s.widens(url, planned)
+    s.add(url, "all", None)
+    assert s.union(url) == WHOLE and s.widens(url, planned)
+    assert not s.widens(url, WHOLE)  # the whole dataset covers any share
+    for owner in ("all", "p3", "p1", "p0"):
+        s.drop(url, owner)
+    assert s.union(url) == (Partition(1, 4),)  # p1b still holds its share
+    s.drop(url, "p1b")
+    assert s.union(url) == WHOLE and s.partitions(url) == []

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shardcache.partition import Partition
 from shardcache.status import DatasetStatus
 from shardcache.store.layout import Layout
-from shardcache.store.statusfile import status_record
+from shardcache.store.statusfile import parse_status_file, status_record
 from shardcache.urls import parse_url
 
 DATA = {f"st/part-{i}.bin": os.urandom(3000 + 17 * i) for i in range(8)}
@@ -133,3 +134,36 @@ def test_shardcache_keys_are_objects_and_old_status_dirs_are_swept(
     report = again.client._request("POST", "/v1/verify", {"url": None})
     assert report["clean"], report
     assert again.terminate() == 0
+
+
+def test_status_record_carries_each_shares_counts_only() -> None:
+    share = {
+        "partition": "1/4",
+        "listed": True,
+        "objects_total": 2,
+        "objects_local": 1,
+        "bytes_total": 20,
+        "bytes_local": 10,
+        "fraction_local": 0.5,
+        "extra": "dropped",
+    }
+    doc = {
+        "url": "s3://bkt/p/",
+        "state": "partial",
+        "objects_total": 8,
+        "objects_local": 1,
+        "bytes_total": 80,
+        "bytes_local": 10,
+        "shares": [share],
+    }
+    status = DatasetStatus.from_json(doc)
+    record = status_record(status, 1700000000.0)
+    assert record["shares"] == [
+        {k: v for k, v in share.items() if k not in ("fraction_local", "extra")}
+    ]
+    # what `shardcache wait --partition 1/4` reads back from the file
+    seen, _ = parse_status_file(json.dumps(record), status.url)
+    assert seen is not None
+    mine = seen.for_share(Partition(1, 4))
+    assert mine is not None and mine.fraction_local == 0.5 and seen.fraction_local == 0.125
+    assert seen.for_share(Partition(0, 4)) is None

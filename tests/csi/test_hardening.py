@@ -85,7 +85,7 @@ def test_the_plugin_opens_the_dataset_dir_without_following_symlinks(tmp_path: P
     from shardcache.errors import CacheStateError, UnavailableError
     from shardcache.store.layout import Layout
     from shardcache.urls import parse_url
-    from shardcache_csi.node import _open_dataset_dir
+    from shardcache_csi.node import _open_under_root
     from shardcache_csi.targets import validate_publish
 
     layout = Layout(tmp_path / "cache")
@@ -101,16 +101,16 @@ def test_the_plugin_opens_the_dataset_dir_without_following_symlinks(tmp_path: P
         kubelet_dir="/var/lib/kubelet",
     )
     with contextlib.ExitStack() as stack, pytest.raises(UnavailableError):
-        _open_dataset_dir(layout, url, spec, stack)  # not made yet: kubelet retries
+        _open_under_root(layout, url, spec, stack)  # not made yet: kubelet retries
     (tmp_path / "secret").mkdir()
     (layout.data_dir / "s3" / "bkt").mkdir(parents=True)
     (layout.data_dir / "s3" / "bkt" / "imagenet").symlink_to(tmp_path / "secret")
     with contextlib.ExitStack() as stack, pytest.raises(CacheStateError, match="not a plain"):
-        _open_dataset_dir(layout, url, spec, stack)
+        _open_under_root(layout, url, spec, stack)
     (layout.data_dir / "s3" / "bkt" / "imagenet").unlink()
     (layout.data_dir / "s3" / "bkt" / "imagenet").mkdir()
     with contextlib.ExitStack() as stack:
-        fd = _open_dataset_dir(layout, url, spec, stack)
+        fd = _open_under_root(layout, url, spec, stack)
         assert os.readlink(f"/proc/self/fd/{fd}") == str(layout.dataset_dir(url))
 
 

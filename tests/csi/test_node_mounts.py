@@ -181,6 +181,9 @@ def test_two_volumes_of_one_pod_share_the_pin(env: Env, plugin: Client) -> None:
         ({"dataset": "s3://bucket-b/secret/"}, {}, grpc.StatusCode.PERMISSION_DENIED),
         ({"namespace": "team-b"}, {}, grpc.StatusCode.PERMISSION_DENIED),
         ({"volume_id": ""}, {}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({}, {"partition": "2/2"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({}, {"partition": "index/2"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({}, {"partition": "x"}, grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )
 def test_bad_publish_requests_leave_nothing(
@@ -337,3 +340,20 @@ def test_other_node_methods_are_unimplemented(
     assert code_of(call, request_type(volume_id="v")) is grpc.StatusCode.UNIMPLEMENTED
     controller = plugin.channel.unary_unary("/csi.v1.Controller/CreateVolume")
     assert code_of(controller, b"") is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_the_partition_attribute_reaches_the_agent_as_the_pods_share(
+    env: Env, plugin: Client
+) -> None:
+    files = {f"shard-{i}.tar": os.urandom(1000 + i) for i in range(6)}
+    env.fill(files)
+    target = env.target()
+    publish(plugin, publish_request(target, dataset=env.dataset, partition="1/3"))
+    doc = env.agent.wait_status(env.dataset, ("partial",)).as_json()
+    [share] = doc["shares"]
+    assert share["partition"] == "1/3" and share["fraction_local"] == 1.0
+    assert doc["objects_local"] == 2 and doc["objects_total"] == 6
+    # a bind view lists what is local: the share (read-through lists all, fetching the rest)
+    assert sorted(p.name for p in Path(target).glob("*.tar")) == ["shard-2.tar", "shard-3.tar"]
+    unpublish(plugin, target)
+    assert env.owners() == []

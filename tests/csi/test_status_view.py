@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 from shardcache.store.statusfile import LEGACY_DIR
 
-from .conftest import POD_UID, RPC_TIMEOUT_S, Client, Env, needs_root, publish_request
+from .conftest import (
+    NAMESPACE,
+    POD_UID,
+    RPC_TIMEOUT_S,
+    Client,
+    Env,
+    needs_root,
+    publish_request,
+)
 
 pytestmark = [pytest.mark.mounts, needs_root]
 
@@ -187,7 +195,8 @@ def test_a_status_volume_sees_later_progress(env: Env, plugin: Client) -> None:
     publish(plugin, status, env, "status", "csi-status")
     env.wait_local()
     env.fill({"cat/0003.jpg": b"\xff\xd8 a late cat"})
-    env.agent.client.register(env.dataset, "job-late")
+    # a second registration that lists again (as the pod watcher would, for the pod's namespace)
+    env.agent.client.register(env.dataset, "job-late", namespace=NAMESPACE)
     env.wait_local()
     doc = read_until(Path(status, "status.json"), lambda d: d["objects_local"] == len(FILES) + 1)
     assert doc["url"] == env.dataset and doc["objects_total"] == len(FILES) + 1

@@ -116,6 +116,11 @@ def test_pod_uid_falls_back_to_the_path_and_kubelet_keys_we_do_not_read_are_igno
         ({"view": "fuse"}, "view must be 'read-through', 'bind' or 'status'"),
         ({"view": ""}, "view must be"),
         ({"datset": "s3://bucket-a/x/"}, "unknown volume attributes"),
+        ({"partition": "4/4"}, "partition must be I/N.*N-1 = 3"),
+        ({"partition": "0/0"}, "partition must be I/N.*N must be between 1"),
+        ({"partition": "index/4"}, "partition must be I/N.*webhook resolves"),
+        ({"partition": "a/4"}, "partition must be I/N"),
+        ({"partition": "-1/4"}, "partition must be I/N"),
     ],
 )
 def test_invalid_attributes(change: dict[str, str | None], message: str) -> None:
@@ -191,3 +196,18 @@ def test_view_attribute_defaults_to_read_through_and_old_records_are_bind_mounts
         validate({**CONTEXT, "view": "fuse"})
     old = {k: v for k, v in SPEC.to_json().items() if k != "view"}
     assert PublishSpec.from_json(old).view == "bind"
+
+
+def test_partition_attribute_is_kept_canonical_and_optional() -> None:
+    assert SPEC.partition == ""
+    assert validate({**CONTEXT, "partition": "03/8"}).partition == "3/8"
+    shared = validate({**CONTEXT, "partition": "3/8"})
+    assert decide_publish(shared, RO, shared) is PublishAction.NOTHING
+    assert decide_publish(SPEC, RO, shared) is PublishAction.CONFLICT  # another share
+    assert PublishSpec.from_json(shared.to_json()) == shared
+
+
+def test_records_written_before_partitions_existed_still_load() -> None:
+    old = SPEC.to_json()
+    del old["partition"]
+    assert PublishSpec.from_json(old) == SPEC
