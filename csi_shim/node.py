@@ -76,6 +76,7 @@ class AgentPort(Protocol):
         owner: str,
         namespace: str | None = None,
         prefetch: str = "all",
+        *,
         partition: str | None = None,
     ) -> DatasetStatus: ...
     def release(self, url: str, owner: str) -> None: ...
@@ -171,7 +172,11 @@ class NodeDriver:
         try:
             with self._owners:
                 status = self.agent.register(
-                    spec.dataset, spec.owner, spec.namespace, spec.prefetch, spec.partition or None
+                    spec.dataset,
+                    spec.owner,
+                    spec.namespace,
+                    spec.prefetch,
+                    partition=spec.partition or None,
                 )
         except BaseException:
             self.state.remove(spec.target_path)  # nothing was pinned, nothing to release

@@ -60,7 +60,7 @@ class AgentClient:
             return False
 
     def register(self, url: str, owner: str, namespace: str | None = None,
-                 prefetch: str = "all", durable: bool = False,
+                 prefetch: str = "all", *, durable: bool = False,
                  partition: str | None = None) -> DatasetStatus:
         """Pin `url` for `owner` and prefetch it, or only the share `partition` ("I/N")
         (registering again renews the owner's lease; `durable`: the pin lasts until released,
