@@ -126,7 +126,7 @@ def start_server(tmp: Path, ca: trustme.CA) -> tuple[subprocess.Popen[str], int]
         [
             sys.executable,
             "-m",
-            "shardcache_daemonset.webhook.main",
+            "shardcache_cluster.webhook.main",
             "--host",
             "127.0.0.1",
             "--port",

@@ -33,7 +33,7 @@ from types import FrameType
 from shardcache.client.agent_client import AgentClient
 from shardcache.errors import CacheError, redact
 from shardcache.store.layout import Layout
-from shardcache_daemonset.policy import PolicySource, ReloadingPolicy, in_cluster
+from shardcache_cluster.policy import PolicySource, ReloadingPolicy, in_cluster
 
 from .node import NodeDriver
 from .server import build_server

@@ -39,7 +39,7 @@ from shardcache.errors import (
 from shardcache.status import DatasetStatus
 from shardcache.store.layout import Layout, open_dir
 from shardcache.urls import StoreURL
-from shardcache_daemonset.policy import Decision
+from shardcache_cluster.policy import Decision
 
 from . import mounter
 from .mountinfo import MountEntry, mount_at, read_mountinfo

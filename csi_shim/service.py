@@ -19,7 +19,7 @@ import grpc
 from google.protobuf import wrappers_pb2
 from shardcache import errors
 from shardcache.errors import redact
-from shardcache_daemonset.podspec import DRIVER_NAME
+from shardcache_cluster.podspec import DRIVER_NAME
 
 from .node import NodeDriver, PublishRequest
 from .proto import csi_pb2, csi_pb2_grpc

@@ -21,7 +21,7 @@ from typing import Any
 
 from shardcache.errors import CacheStateError, ConfigError
 from shardcache.partition import Partition
-from shardcache_daemonset.policy import validate_pod_url
+from shardcache_cluster.policy import validate_pod_url
 
 POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
 POD_NAME = "csi.storage.k8s.io/pod.name"

@@ -3,7 +3,7 @@ of the CSI driver whose volume carries a dataset into the pod.
 
 Pure: a pod's metadata in, an `OptIn` (or a message saying exactly which annotation is wrong
 and how to write it) out. The values are untrusted JSON, so every type is checked. It sits at
-the root of `shardcache_daemonset`, beside `policy`, because three components read it: the
+the root of `shardcache_cluster`, beside `policy`, because three components read it: the
 webhook (which mutates the pod), the agent's pod watcher (which prefetches what the pod asked
 for) and the CSI plugin (which serves the volume under `DRIVER_NAME`); none of them owns it.
 """

@@ -13,7 +13,7 @@ BIN = Path(sys.executable).parent
 #: import package -> source folder (pyproject's package-dir)
 PACKAGES = {
     "shardcache": "cache",
-    "shardcache_daemonset": "daemonset",
+    "shardcache_cluster": "daemonset",
     "shardcache_csi": "csi_shim",
 }
 

@@ -1,7 +1,7 @@
 """What the pods on this node ask of the agent: pure, from pod JSON and the policy.
 
 A pod opts in with the label `shardcache.io/enabled: "true"` and names datasets in its
-annotations (read by `shardcache_daemonset.podspec`, as the webhook reads them). A pod that
+annotations (read by `shardcache_cluster.podspec`, as the webhook reads them). A pod that
 uses a `csi.shardcache.io` volume counts too, labelled or not: whoever wrote the volume by hand
 (or a webhook that was down) still reads the dataset, so it stays pinned while the pod runs.
 Each URL goes through the namespace policy; a refused one becomes a `Refusal` to report, never

@@ -14,7 +14,7 @@ from pathlib import Path
 from shardcache.client.agent_client import AgentClient
 from shardcache.status import DatasetStatus
 from shardcache.testkit.emulators import free_port
-from shardcache_daemonset.agent.metrics import parse
+from shardcache_cluster.agent.metrics import parse
 
 AGENT = Path(sys.executable).parent / "shardcache-agent"
 #: bound on start-up and shutdown in tests: generous for a busy 2-core machine

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from shardcache_daemonset.agent.auth import Peer, refusal
+from shardcache_cluster.agent.auth import Peer, refusal
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching uid needs root")
 

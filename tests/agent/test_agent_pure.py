@@ -9,8 +9,8 @@ from pathlib import Path
 from fake_apiserver import pod
 from shardcache.status import DatasetState, EngineStats, Failure, Progress, with_progress
 from shardcache.urls import parse_url
-from shardcache_daemonset.agent import desired, metrics, status
-from shardcache_daemonset.policy import Policy, parse_policy
+from shardcache_cluster.agent import desired, metrics, status
+from shardcache_cluster.policy import Policy, parse_policy
 
 POLICY = parse_policy({"namespaces": {"team-a": ["s3://data/"], "*": []}})
 
@@ -175,7 +175,7 @@ def test_view_carries_the_pods_share_and_refuses_a_bad_one():
 def test_shares_union_widening_and_release():
     from shardcache.partition import Partition
     from shardcache.urls import parse_url
-    from shardcache_daemonset.agent.shares import WHOLE, Shares
+    from shardcache_cluster.agent.shares import WHOLE, Shares
 
     s = Shares()
     url = parse_url("s3://data/train/")

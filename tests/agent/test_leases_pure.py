@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from shardcache_daemonset.agent import leases as L
+from shardcache_cluster.agent import leases as L
 
 POD = "3f2a0b7c-0000-4000-8000-000000000001"
 

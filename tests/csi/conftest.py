@@ -25,7 +25,7 @@ from shardcache_csi.node import NodeDriver
 from shardcache_csi.proto import csi_pb2, csi_pb2_grpc
 from shardcache_csi.server import build_server
 from shardcache_csi.state import StateDir
-from shardcache_daemonset.policy import PolicySource, ReloadingPolicy
+from shardcache_cluster.policy import PolicySource, ReloadingPolicy
 
 #: a gRPC wait in a test never hangs the suite
 RPC_TIMEOUT_S = 10.0

@@ -13,9 +13,9 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from shardcache_daemonset.podspec import DRIVER_NAME
-from shardcache_daemonset.policy import parse_policy
-from shardcache_daemonset.webhook.mutate import Settings, mutate
+from shardcache_cluster.podspec import DRIVER_NAME
+from shardcache_cluster.policy import parse_policy
+from shardcache_cluster.webhook.mutate import Settings, mutate
 
 K8S_VERSION = "1.33"
 DEPLOY = Path(__file__).resolve().parents[2] / "daemonset" / "deploy"

@@ -34,7 +34,7 @@ from shardcache_csi.proto import csi_pb2, csi_pb2_grpc
 from shardcache_csi.server import build_server
 from shardcache_csi.state import StateDir
 from shardcache_csi.view.client import ViewClient
-from shardcache_daemonset.policy import load_policy
+from shardcache_cluster.policy import load_policy
 
 RPC_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 30.0

@@ -24,8 +24,8 @@ import jsonpatch
 import kubernetes_validate
 import pytest
 import trustme
-from shardcache_daemonset.webhook.mutate import Settings
-from shardcache_daemonset.webhook.server import ServerConfig, WebhookState, running
+from shardcache_cluster.webhook.mutate import Settings
+from shardcache_cluster.webhook.server import ServerConfig, WebhookState, running
 
 K8S_VERSION = "1.33"
 

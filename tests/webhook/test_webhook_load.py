@@ -11,11 +11,11 @@ import time
 import tracemalloc
 
 import pytest
-from shardcache_daemonset.policy import ALLOW_ALL
-from shardcache_daemonset.prometheus import parse
-from shardcache_daemonset.webhook.limits import LoadBudget, max_body_bytes, peak_bytes
-from shardcache_daemonset.webhook.mutate import Settings
-from shardcache_daemonset.webhook.review import answer
+from shardcache_cluster.policy import ALLOW_ALL
+from shardcache_cluster.prometheus import parse
+from shardcache_cluster.webhook.limits import LoadBudget, max_body_bytes, peak_bytes
+from shardcache_cluster.webhook.mutate import Settings
+from shardcache_cluster.webhook.review import answer
 
 DATASET = {"shardcache.io/dataset": "s3://bucket-a/imagenet/"}
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from shardcache.store.layout import Layout
 from shardcache.urls import parse_url
-from shardcache_daemonset.podspec import DRIVER_NAME
-from shardcache_daemonset.policy import ALLOW_ALL, parse_policy
-from shardcache_daemonset.webhook.mutate import Settings, mutate
-from shardcache_daemonset.webhook.review import answer
+from shardcache_cluster.podspec import DRIVER_NAME
+from shardcache_cluster.policy import ALLOW_ALL, parse_policy
+from shardcache_cluster.webhook.mutate import Settings, mutate
+from shardcache_cluster.webhook.review import answer
 
 SETTINGS = Settings(image="registry.example/shardcache:test")
 DATASET_URL = "s3://bucket-a/imagenet/"

@@ -9,8 +9,8 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from shardcache_daemonset.policy import ALLOW_ALL
-from shardcache_daemonset.webhook.mutate import Settings, mutate
+from shardcache_cluster.policy import ALLOW_ALL
+from shardcache_cluster.webhook.mutate import Settings, mutate
 
 SETTINGS = Settings(image="registry.example/shardcache:test")
 DATASET = {"shardcache.io/dataset": "s3://bucket-a/imagenet/"}

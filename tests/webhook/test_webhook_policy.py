@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from shardcache.errors import ConfigError
-from shardcache_daemonset.policy import ALLOW_ALL, load_policy, parse_policy
+from shardcache_cluster.policy import ALLOW_ALL, load_policy, parse_policy
 
 POLICY = parse_policy(
     {
@@ -101,7 +101,7 @@ def _kubelet_swap(directory, text):
 
 
 def test_reloading_policy_follows_a_kubelet_configmap_update(tmp_path):
-    from shardcache_daemonset.policy import PolicySource, ReloadingPolicy
+    from shardcache_cluster.policy import PolicySource, ReloadingPolicy
 
     now = [0.0]
     _kubelet_swap(tmp_path, "namespaces:\n  a: ['s3://bkt/x/']\n")
@@ -123,7 +123,7 @@ def test_reloading_policy_follows_a_kubelet_configmap_update(tmp_path):
 
 
 def test_without_a_file_cluster_mode_allows_nothing_and_one_machine_everything():
-    from shardcache_daemonset.policy import PolicySource, ReloadingPolicy, in_cluster
+    from shardcache_cluster.policy import PolicySource, ReloadingPolicy, in_cluster
 
     cluster = ReloadingPolicy(PolicySource(None, cluster=True))
     assert not cluster.check("a", "s3://bkt/x/").allowed

@@ -288,7 +288,7 @@ def test_cli_serves_and_stops_on_sigterm(cert_files, ca, kit, tmp_path):
         [
             sys.executable,
             "-m",
-            "shardcache_daemonset.webhook.main",
+            "shardcache_cluster.webhook.main",
             "--host",
             "127.0.0.1",
             "--port",
@@ -330,7 +330,7 @@ def test_cli_refuses_missing_certificates(tmp_path):
         [
             sys.executable,
             "-m",
-            "shardcache_daemonset.webhook.main",
+            "shardcache_cluster.webhook.main",
             "--port",
             "0",
             "--tls-cert-file",
