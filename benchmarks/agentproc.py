@@ -29,9 +29,19 @@ class Agent:
     def __enter__(self) -> Agent:
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "shardcache-agent"), "--cache-dir",
-             str(self.cache_dir), "--socket", str(self.socket), "--log-level", "WARNING"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                str(Path(sys.executable).parent / "shardcache-agent"),
+                "--cache-dir",
+                str(self.cache_dir),
+                "--socket",
+                str(self.socket),
+                "--log-level",
+                "WARNING",
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -78,9 +88,12 @@ async def request(socket: Path, method: str, path: str, body: Any = None) -> tup
     connector = aiohttp.UnixConnector(path=str(socket))
     timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT_S)
     data = json.dumps(body) if body is not None else None
-    async with (aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-                session.request(method, f"http://agent{path}", data=data,
-                                headers={"Content-Type": "application/json"}) as resp):
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+        session.request(
+            method, f"http://agent{path}", data=data, headers={"Content-Type": "application/json"}
+        ) as resp,
+    ):
         text = await resp.text()
     try:
         return resp.status, json.loads(text)

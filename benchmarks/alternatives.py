@@ -26,16 +26,23 @@ def fsspec_cached(kind: str, endpoint: Endpoint, storage: Path) -> Any:
 
     env = endpoint.env
     return fsspec.filesystem(
-        kind, target_protocol="s3", cache_storage=str(storage),
-        target_options={"key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"],
-                        "client_kwargs": {"endpoint_url": endpoint.url,
-                                          "region_name": "us-east-1"},
-                        "skip_instance_cache": True, "use_listings_cache": False},
-        skip_instance_cache=True)
+        kind,
+        target_protocol="s3",
+        cache_storage=str(storage),
+        target_options={
+            "key": env["AWS_ACCESS_KEY_ID"],
+            "secret": env["AWS_SECRET_ACCESS_KEY"],
+            "client_kwargs": {"endpoint_url": endpoint.url, "region_name": "us-east-1"},
+            "skip_instance_cache": True,
+            "use_listings_cache": False,
+        },
+        skip_instance_cache=True,
+    )
 
 
-def fsspec_cached_reads(kind: str, endpoint: Endpoint, objects: Sequence[tuple[str, int]],
-                        storage: Path) -> list[Measurement]:
+def fsspec_cached_reads(
+    kind: str, endpoint: Endpoint, objects: Sequence[tuple[str, int]], storage: Path
+) -> list[Measurement]:
     """Cold (first) and warm (second) `fs.cat` of every path through `kind::s3`."""
     fs = fsspec_cached(kind, endpoint, storage)
     paths = [f"{BUCKET}/{k}" for k, _ in objects]
@@ -44,8 +51,10 @@ def fsspec_cached_reads(kind: str, endpoint: Endpoint, objects: Sequence[tuple[s
     def read() -> int:
         return sum(len(b) for b in fs.cat(paths).values())
 
-    return [timed(f"fsspec {kind}::s3 cold (fs.cat)", len(paths), total, read),
-            timed(f"fsspec {kind}::s3 warm (fs.cat)", len(paths), total, read)]
+    return [
+        timed(f"fsspec {kind}::s3 cold (fs.cat)", len(paths), total, read),
+        timed(f"fsspec {kind}::s3 warm (fs.cat)", len(paths), total, read),
+    ]
 
 
 def obstore_reads(endpoint: Endpoint, objects: Sequence[tuple[str, int]]) -> Measurement | None:
@@ -56,9 +65,14 @@ def obstore_reads(endpoint: Endpoint, objects: Sequence[tuple[str, int]]) -> Mea
     except ImportError:
         return None
     env = endpoint.env
-    store = S3Store(BUCKET, endpoint=endpoint.url, access_key_id=env["AWS_ACCESS_KEY_ID"],
-                    secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region="us-east-1",
-                    client_options={"allow_http": True, "timeout": "300s"})
+    store = S3Store(
+        BUCKET,
+        endpoint=endpoint.url,
+        access_key_id=env["AWS_ACCESS_KEY_ID"],
+        secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region="us-east-1",
+        client_options={"allow_http": True, "timeout": "300s"},
+    )
 
     async def run() -> int:
         todo = iter([k for k, _ in objects])
@@ -74,5 +88,9 @@ def obstore_reads(endpoint: Endpoint, objects: Sequence[tuple[str, int]]) -> Mea
         await asyncio.gather(*(worker() for _ in range(OBSTORE_CONCURRENCY)))
         return total
 
-    return timed(f"obstore get_async x{OBSTORE_CONCURRENCY}", len(objects),
-                 sum(s for _, s in objects), lambda: asyncio.run(run()))
+    return timed(
+        f"obstore get_async x{OBSTORE_CONCURRENCY}",
+        len(objects),
+        sum(s for _, s in objects),
+        lambda: asyncio.run(run()),
+    )

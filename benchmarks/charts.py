@@ -49,11 +49,18 @@ def _throughput(res: dict[str, Any], path: Path) -> Path:
             ax.text(m, i, f" {m:.0f}", va="center", fontsize=8)
         ceiling = [mbps(r["rows"]["cloud/ceiling"]) for r in runs if "cloud/ceiling" in r["rows"]]
         if ceiling:
-            ax.axvline(statistics.median(ceiling), color="#e45756", ls="--", lw=1,
-                       label="best raw GET via proxy (ceiling)")
+            ax.axvline(
+                statistics.median(ceiling),
+                color="#e45756",
+                ls="--",
+                lw=1,
+                label="best raw GET via proxy (ceiling)",
+            )
             ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"Throughput, {res['date']}: cloud = through the cloud-like proxy, "
-                 "direct = moto without proxy, local = page cache / disk")
+    fig.suptitle(
+        f"Throughput, {res['date']}: cloud = through the cloud-like proxy, "
+        "direct = moto without proxy, local = page cache / disk"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -78,8 +85,11 @@ def _epochs(res: dict[str, Any], path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xticks(x, [f"epoch {i}" for i in x])
     ax.set_ylabel("seconds per epoch (log scale)")
-    ax.set_title(f"R4: {res['r4']['files']} image-like files, {res['r4']['workers']} workers, "
-                 "random order (s3fs epochs 3+ = epoch 2)", fontsize=10)
+    ax.set_title(
+        f"R4: {res['r4']['files']} image-like files, {res['r4']['workers']} workers, "
+        "random order (s3fs epochs 3+ = epoch 2)",
+        fontsize=10,
+    )
     ax.legend(loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

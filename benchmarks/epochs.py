@@ -51,8 +51,14 @@ def read_loop(read: Callable[[str], int], keys: Sequence[str], seed: int) -> tup
     return time.perf_counter() - start, sum(got)
 
 
-def one_run(endpoint: Endpoint, dataset: str, sized: list[tuple[str, int]], work: Path,
-            epochs: int, run: int) -> dict[str, list[float]]:
+def one_run(
+    endpoint: Endpoint,
+    dataset: str,
+    sized: list[tuple[str, int]],
+    work: Path,
+    epochs: int,
+    run: int,
+) -> dict[str, list[float]]:
     """Seconds per epoch for each reader."""
     keys = [k for k, _ in sized]
     total = sum(s for _, s in sized)

@@ -33,8 +33,9 @@ def sizes(n: int, seed: int) -> list[int]:
     return [90 * 1024 + rng.randrange(40 * 1024) for _ in range(n)]
 
 
-def simulate(model: StickyCacheModel | LRUCacheModel, object_sizes: list[int], epochs: int,
-             seed: int) -> list[float]:
+def simulate(
+    model: StickyCacheModel | LRUCacheModel, object_sizes: list[int], epochs: int, seed: int
+) -> list[float]:
     """Byte hit rate per epoch."""
     rng = random.Random(seed)
     out = []
@@ -58,8 +59,7 @@ def models(n: int, epochs: int, seed: int) -> dict[str, list[float]]:
     return out
 
 
-async def _engine_epochs(cache: Path, n: int, epochs: int, seed: int,
-                         share: float) -> list[float]:
+async def _engine_epochs(cache: Path, n: int, epochs: int, seed: int, share: float) -> list[float]:
     backend = MemoryBackend("bench-r5")
     s = [x // 16 for x in sizes(n, seed)]  # tiny objects: the policy, not the disk, is measured
     rng = random.Random(seed)
@@ -70,8 +70,9 @@ async def _engine_epochs(cache: Path, n: int, epochs: int, seed: int,
     async def factory(url: StoreURL, config: Config) -> Backend:
         return backend
 
-    config = Config(cache_dir=cache, max_bytes=int(total * share), min_free_fraction=0.0,
-                    fsync=False)
+    config = Config(
+        cache_dir=cache, max_bytes=int(total * share), min_free_fraction=0.0, fsync=False
+    )
     out = []
     async with Engine(config, backend_factory=factory) as engine:
         await engine.prefetch(parse_url("memory://bench-r5/ds/"), download=False)

@@ -9,8 +9,18 @@ import subprocess
 import sys
 from importlib import metadata
 
-PACKAGES = ("shardcache", "fsspec", "s3fs", "aiobotocore", "botocore", "aiohttp", "moto",
-            "obstore", "matplotlib", "psutil")
+PACKAGES = (
+    "shardcache",
+    "fsspec",
+    "s3fs",
+    "aiobotocore",
+    "botocore",
+    "aiohttp",
+    "moto",
+    "obstore",
+    "matplotlib",
+    "psutil",
+)
 
 
 def describe() -> dict[str, str]:
@@ -21,7 +31,7 @@ def describe() -> dict[str, str]:
         "cpu": _cpu_model(),
         "memory": f"{mem / 2**30:.1f} GiB",
         "disk (/tmp)": f"{_disk_device()}, {disk.total / 2**30:.0f} GiB, "
-                       f"{disk.free / 2**30:.0f} GiB free",
+        f"{disk.free / 2**30:.0f} GiB free",
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "packages": ", ".join(f"{p} {_version(p)}" for p in PACKAGES),
@@ -48,8 +58,12 @@ def _cpu_model() -> str:
 
 def _disk_device() -> str:
     try:
-        out = subprocess.run(["findmnt", "-no", "SOURCE,FSTYPE", "-T", "/tmp"],
-                             capture_output=True, text=True, timeout=5).stdout.strip()
+        out = subprocess.run(
+            ["findmnt", "-no", "SOURCE,FSTYPE", "-T", "/tmp"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return out.replace(" ", " ") or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

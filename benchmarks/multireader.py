@@ -35,9 +35,15 @@ def processes(store: BenchStore, dataset: str, work: Path, n: int) -> dict[str, 
     cli = str(Path(sys.executable).parent / "shardcache")
     before = store.proxy_bytes_out()
     start = time.perf_counter()
-    procs = [subprocess.Popen([cli, "prefetch", f"s3://{BUCKET}/{dataset}/", "--output", "json"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(n)]
+    procs = [
+        subprocess.Popen(
+            [cli, "prefetch", f"s3://{BUCKET}/{dataset}/", "--output", "json"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(n)
+    ]
     codes = [p.wait(timeout=_DEADLINE_S) for p in procs]
     seconds = time.perf_counter() - start
     errors = [p.stderr.read().decode()[-500:] for p in procs if p.stderr and p.returncode]
@@ -70,9 +76,14 @@ def agent_clients(store: BenchStore, dataset: str, work: Path, n: int) -> dict[s
 
 
 async def _ask_all(socket: Path, url: str, n: int) -> None:
-    answers = await asyncio.gather(*(request(socket, "POST", "/v1/datasets",
-                                             {"url": url, "owner": f"pod-{i}", "prefetch": "all"})
-                                     for i in range(n)))
+    answers = await asyncio.gather(
+        *(
+            request(
+                socket, "POST", "/v1/datasets", {"url": url, "owner": f"pod-{i}", "prefetch": "all"}
+            )
+            for i in range(n)
+        )
+    )
     bad = [a for a in answers if a[0] != 200]
     if bad:
         raise RuntimeError(f"the agent refused the dataset: {bad[0]}")

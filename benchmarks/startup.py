@@ -53,16 +53,19 @@ def synthesize(cache: Path, n: int) -> None:
         os.write(fd, b"x")
         st = os.fstat(fd)
         os.close(fd)
-        rows.append((STORE, key, f"etag{i:08x}", 1, None, st.st_ino, st.st_mtime_ns, "ready",
-                     now))
+        rows.append((STORE, key, f"etag{i:08x}", 1, None, st.st_ino, st.st_mtime_ns, "ready", now))
     db = sqlite3.connect(cache / "index.sqlite3", isolation_level=None)
     db.execute("BEGIN")
     db.executemany("INSERT INTO objects VALUES (?,?,?,?,?,?,?,?,?)", rows)
-    db.executemany("INSERT INTO manifest VALUES (?,?,?,?,?)",
-                   [(STORE + "/", r[1], 1, r[2], None) for r in rows])
-    db.execute("INSERT INTO datasets(url, store, prefix, listed_at, objects_total, bytes_total, "
-               "state, last_used) VALUES (?,?,?,?,?,?,'complete',?)",
-               (STORE + "/", STORE, "", now, n, n, now))
+    db.executemany(
+        "INSERT INTO manifest VALUES (?,?,?,?,?)",
+        [(STORE + "/", r[1], 1, r[2], None) for r in rows],
+    )
+    db.execute(
+        "INSERT INTO datasets(url, store, prefix, listed_at, objects_total, bytes_total, "
+        "state, last_used) VALUES (?,?,?,?,?,?,'complete',?)",
+        (STORE + "/", STORE, "", now, n, n, now),
+    )
     db.execute("UPDATE meta SET v=? WHERE k='published_bytes'", (n,))
     db.execute("COMMIT")
     db.close()
@@ -89,15 +92,25 @@ def _child(cache: str) -> None:
         first = time.perf_counter() - t0
         rss = me.memory_info().rss
         await engine.close()
-        return {"open_s": opened, "first_lookup_s": first, "rss_delta": rss - rss0,
-                "found": entry is not None, "published_bytes": total}
+        return {
+            "open_s": opened,
+            "first_lookup_s": first,
+            "rss_delta": rss - rss0,
+            "found": entry is not None,
+            "published_bytes": total,
+        }
 
     print(json.dumps(asyncio.run(run())))
 
 
 def engine_open(cache: Path) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--child", str(cache)],
-                         capture_output=True, text=True, timeout=600, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.startup", "--child", str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -122,9 +135,12 @@ def measure(work: Path, n: int, watch_s: float, log: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     synthesize(empty, 0)
     synthesize(full, n)
-    result: dict[str, Any] = {"objects": n, "watch_s": watch_s, "synth_s": time.perf_counter() - t0,
-                              "index_file_bytes": sum(
-                                  p.stat().st_size for p in full.glob("index.sqlite3*"))}
+    result: dict[str, Any] = {
+        "objects": n,
+        "watch_s": watch_s,
+        "synth_s": time.perf_counter() - t0,
+        "index_file_bytes": sum(p.stat().st_size for p in full.glob("index.sqlite3*")),
+    }
     log("  R7: engine open ...")
     result["engine_empty"] = engine_open(empty)
     result["engine_full"] = engine_open(full)

@@ -17,8 +17,7 @@ class Spread:
     def fmt(self, digits: int = 2, unit: str = "") -> str:
         if self.n == 1:
             return f"{self.median:.{digits}f}{unit}"
-        return (f"{self.median:.{digits}f}{unit} [{self.low:.{digits}f}-"
-                f"{self.high:.{digits}f}]")
+        return f"{self.median:.{digits}f}{unit} [{self.low:.{digits}f}-{self.high:.{digits}f}]"
 
 
 def spread(values: Sequence[float]) -> Spread | None:

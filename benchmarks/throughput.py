@@ -51,8 +51,16 @@ def sweep_for(dataset: str, quick: bool) -> list[tuple[int, int | None]]:
     return [(4, None), (8, PART), (32, PART), (64, PART)]
 
 
-def one_run(store: BenchStore, dataset: str, objects: dict[str, bytes], plain: list[Path],
-            work: Path, run: int, quick: bool, log: Callable[[str], None]) -> RunOutcome:
+def one_run(
+    store: BenchStore,
+    dataset: str,
+    objects: dict[str, bytes],
+    plain: list[Path],
+    work: Path,
+    run: int,
+    quick: bool,
+    log: Callable[[str], None],
+) -> RunOutcome:
     out = RunOutcome()
     sized = sorted((k, len(v)) for k, v in objects.items())
     total = sum(s for _, s in sized)
@@ -73,11 +81,20 @@ def one_run(store: BenchStore, dataset: str, objects: dict[str, bytes], plain: l
 Step = tuple[str, Callable[[], None]]
 
 
-def _remote_steps(endpoint: Endpoint, dataset: str, sized: list[tuple[str, int]], work: Path,
-                  cloud: bool, quick: bool, out: RunOutcome) -> list[Step]:
+def _remote_steps(
+    endpoint: Endpoint,
+    dataset: str,
+    sized: list[tuple[str, int]],
+    work: Path,
+    cloud: bool,
+    quick: bool,
+    out: RunOutcome,
+) -> list[Step]:
     tag = "cloud" if cloud else "direct"
-    config = Config(cache_dir=work / "cache" if cloud else work / "cache-direct",
-                    backend_options={"s3": endpoint.s3_options()})
+    config = Config(
+        cache_dir=work / "cache" if cloud else work / "cache-direct",
+        backend_options={"s3": endpoint.s3_options()},
+    )
 
     def put(m: Measurement | None, key: str | None = None) -> None:
         if m is not None:
@@ -114,8 +131,13 @@ def _remote_steps(endpoint: Endpoint, dataset: str, sized: list[tuple[str, int]]
     return steps
 
 
-def _cached_step(kind: str, endpoint: Endpoint, sized: Sequence[tuple[str, int]], work: Path,
-                 put: Callable[[Measurement | None, str | None], None]) -> Callable[[], None]:
+def _cached_step(
+    kind: str,
+    endpoint: Endpoint,
+    sized: Sequence[tuple[str, int]],
+    work: Path,
+    put: Callable[[Measurement | None, str | None], None],
+) -> Callable[[], None]:
     def step() -> None:
         storage = work / f"fsspec-{kind}"
         cold, warm = fsspec_cached_reads(kind, endpoint, sized, storage)
@@ -126,8 +148,14 @@ def _cached_step(kind: str, endpoint: Endpoint, sized: Sequence[tuple[str, int]]
     return step
 
 
-def _local_steps(out: RunOutcome, dataset: str, plain: list[Path], cache: Path,
-                 sized: list[tuple[str, int]], total: int) -> None:
+def _local_steps(
+    out: RunOutcome,
+    dataset: str,
+    plain: list[Path],
+    cache: Path,
+    sized: list[tuple[str, int]],
+    total: int,
+) -> None:
     mirror = [cache / "data" / "s3" / BUCKET / k for k, _ in sized]
     pairs = (("plain", plain), ("shardcache dir", mirror))
     for name, paths in pairs:  # warm: a pass to fill the page cache, then the measured pass

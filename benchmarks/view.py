@@ -86,22 +86,44 @@ class Stack:
             self.bucket = self.moto.new_bucket("view")
             env = {**os.environ, **self.moto.env()}
             if self.proxy_config is not None:
-                proxy = stack.enter_context(ProxyProcess(self.moto.endpoint_url,
-                                                         self.proxy_config))
+                proxy = stack.enter_context(ProxyProcess(self.moto.endpoint_url, self.proxy_config))
                 env["AWS_ENDPOINT_URL"] = proxy.url
                 self.endpoint = proxy.url
             else:
                 self.endpoint = self.moto.endpoint_url
             bin_ = Path(sys.executable).parent
             w = self.work
-            self._spawn([str(bin_ / "shardcache-agent"), "--cache-dir", str(w / "cache"),
-                         "--socket", str(w / "agent.sock"), "--log-level", "WARNING"], env)
+            self._spawn(
+                [
+                    str(bin_ / "shardcache-agent"),
+                    "--cache-dir",
+                    str(w / "cache"),
+                    "--socket",
+                    str(w / "agent.sock"),
+                    "--log-level",
+                    "WARNING",
+                ],
+                env,
+            )
             view = [str(bin_ / "shardcache-view")]
             common = ["--keeper-socket", str(w / "keeper.sock"), "--log-level", "WARNING"]
             self._spawn([*view, "keeper", *common], env)
-            self._spawn([*view, "serve", *common, "--socket", str(w / "view.sock"),
-                         "--agent-socket", str(w / "agent.sock"), "--state-dir",
-                         str(w / "view-state"), "--kubelet-dir", str(w / "kubelet")], env)
+            self._spawn(
+                [
+                    *view,
+                    "serve",
+                    *common,
+                    "--socket",
+                    str(w / "view.sock"),
+                    "--agent-socket",
+                    str(w / "agent.sock"),
+                    "--state-dir",
+                    str(w / "view-state"),
+                    "--kubelet-dir",
+                    str(w / "kubelet"),
+                ],
+                env,
+            )
             self.agent = AgentClient(str(w / "agent.sock"), timeout_s=30.0)
             self.view = ViewClient(str(w / "view.sock"))
             _wait(lambda: self.agent.ready() and bool(_quiet(self.view.status)), "stack")
@@ -146,15 +168,20 @@ def _wait(cond: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
 
 
 def _all_local(local: str, objects: dict[str, bytes]) -> bool:
-    return all(os.path.getsize(os.path.join(local, k.split("/", 1)[1])) == len(v)
-               for k, v in objects.items())
+    return all(
+        os.path.getsize(os.path.join(local, k.split("/", 1)[1])) == len(v)
+        for k, v in objects.items()
+    )
 
 
 def bench_r2(stack: Stack, runs: int, quick: bool) -> dict[str, Any]:
     rng = random.Random(1)
-    sets = {"100KiB": {f"small/{i:04d}.bin": rng.randbytes(100 * 1024)
-                       for i in range(100 if quick else 300)},
-            "64MiB": {f"large/{i}.bin": os.urandom(64 << 20) for i in range(1 if quick else 2)}}
+    sets = {
+        "100KiB": {
+            f"small/{i:04d}.bin": rng.randbytes(100 * 1024) for i in range(100 if quick else 300)
+        },
+        "64MiB": {f"large/{i}.bin": os.urandom(64 << 20) for i in range(1 if quick else 2)},
+    }
     out: dict[str, Any] = {"cold_possible": drop_page_cache()}
     for name, objects in sets.items():
         prefix = next(iter(objects)).split("/")[0] + "/"
@@ -182,8 +209,13 @@ def bench_r2(stack: Stack, runs: int, quick: bool) -> dict[str, Any]:
                 ratios.append(t["plain"] / t["view"])
                 tv.append(t["view"])
                 tp.append(t["plain"])
-            out[f"{name} {mode}"] = {"ratio_plain_over_view": ratios, "view_s": tv,
-                                     "plain_s": tp, "bytes": total, "files": len(rels)}
+            out[f"{name} {mode}"] = {
+                "ratio_plain_over_view": ratios,
+                "view_s": tv,
+                "plain_s": tp,
+                "bytes": total,
+                "files": len(rels),
+            }
     return out
 
 
@@ -197,11 +229,14 @@ def bench_r10(stack: Stack, runs: int, quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"objects": n, "object_bytes": 1 << 20}
     # idle: nothing else runs, so the view's own cost on top of one download shows
     view, _ = stack.mount("idle/", "idle", prefetch="none")
-    out["idle"] = [x for i, key in enumerate(sorted(idle))
-                   if (x := _miss(stack, s3, view, key, direct=bool(i % 2))) is not None]
+    out["idle"] = [
+        x
+        for i, key in enumerate(sorted(idle))
+        if (x := _miss(stack, s3, view, key, direct=bool(i % 2))) is not None
+    ]
     # during a prefetch: opens of objects near the end of the prefetch order
     view, local = stack.mount("miss/", "miss")
-    candidates = sorted(busy)[-n // 3:]
+    candidates = sorted(busy)[-n // 3 :]
     rng.shuffle(candidates)
     samples: list[dict[str, float]] = []
     for i, key in enumerate(candidates):
@@ -211,14 +246,16 @@ def bench_r10(stack: Stack, runs: int, quick: bool) -> dict[str, Any]:
         sample = _miss(stack, s3, view, key, local, direct=bool(i % 2))
         if sample is not None:
             sample["during_prefetch"] = float(
-                stack.agent.status(stack.bucket.url("miss/")).state == "downloading")
+                stack.agent.status(stack.bucket.url("miss/")).state == "downloading"
+            )
             samples.append(sample)
     out["samples"] = samples
     return out
 
 
-def _miss(stack: Stack, s3: Any, view: str, key: str, local: str | None = None,
-          direct: bool = False) -> dict[str, float] | None:
+def _miss(
+    stack: Stack, s3: Any, view: str, key: str, local: str | None = None, direct: bool = False
+) -> dict[str, float] | None:
     """A raw GET of `key` through the proxy, then an open + read of it through the view (or
     the agent's fetch alone, `direct`); None if it became local before the second step."""
     rel = key.split("/", 1)[1]
@@ -237,8 +274,12 @@ def _proxied_client(stack: Stack) -> Any:
 
     env = stack.moto.env()
     return boto3.session.Session().client(
-        "s3", endpoint_url=stack.endpoint, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+        "s3",
+        endpoint_url=stack.endpoint,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
 
 
 def walk_view_child(target: str, dirs: int, per_dir: int, ready_fd: int) -> None:
@@ -253,8 +294,14 @@ def walk_view_child(target: str, dirs: int, per_dir: int, ready_fd: int) -> None
     tree = Tree((f"d{d:04d}/f{f:03d}.jpg", 1000 + f) for d in range(dirs) for f in range(per_dir))
     fd = open_device()
     dev = FuseDevice(fd)
-    fs = ViewFs(tree, None, dev, MountState(), OpenStats(),  # type: ignore[arg-type]
-                lambda job: threading.Thread(target=job).start())
+    fs = ViewFs(
+        tree,
+        None,
+        dev,
+        MountState(),
+        OpenStats(),  # type: ignore[arg-type]
+        lambda job: threading.Thread(target=job).start(),
+    )
     mounter.mount_fuse(fd, target, 128 * 1024)
     os.write(ready_fd, b"x")
     while (buf := dev.read()) is not None:
@@ -283,8 +330,12 @@ def bench_walk(work: Path, runs: int, quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"files": dirs * per_dir}
     for with_stat in (False, True):
         label = "walk+stat" if with_stat else "walk"
-        rows: dict[str, list[float]] = {"view cold": [], "view warm": [], "plain cold": [],
-                                        "plain warm": []}
+        rows: dict[str, list[float]] = {
+            "view cold": [],
+            "view warm": [],
+            "plain cold": [],
+            "plain warm": [],
+        }
         for _ in range(runs):
             target = work / "walk-view"
             target.mkdir(exist_ok=True)
@@ -316,48 +367,76 @@ def report(res: dict[str, Any], path: Path) -> None:
         sp = spread(values)
         return "-" if sp is None else sp.fmt(digits, unit)
 
-    lines = [f"# Read-through view: {res['date']}", "",
-             "Method: `benchmarks/view.py` (docstring). Median [min-max] over "
-             f"{res['runs']} runs. Machine: " + "; ".join(f"{k} {v}" for k, v in
-                                                           res["machine"].items()), "",
-             "## R2: reads through the view / a plain local copy (goal >= 0.95)", "",
-             "| files | page cache | plain / view (throughput ratio) | view s | plain s |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# Read-through view: {res['date']}",
+        "",
+        "Method: `benchmarks/view.py` (docstring). Median [min-max] over "
+        f"{res['runs']} runs. Machine: " + "; ".join(f"{k} {v}" for k, v in res["machine"].items()),
+        "",
+        "## R2: reads through the view / a plain local copy (goal >= 0.95)",
+        "",
+        "| files | page cache | plain / view (throughput ratio) | view s | plain s |",
+        "|---|---|---|---|---|",
+    ]
     for name, row in res["r2"].items():
         if isinstance(row, dict):
             files, mode = name.split()
-            lines.append(f"| {row['files']} x {files} | {mode} | "
-                         f"{s(row['ratio_plain_over_view'])} | {s(row['view_s'])} | "
-                         f"{s(row['plain_s'])} |")
+            lines.append(
+                f"| {row['files']} x {files} | {mode} | "
+                f"{s(row['ratio_plain_over_view'])} | {s(row['view_s'])} | "
+                f"{s(row['plain_s'])} |"
+            )
     busy, idle = res["r10"]["samples"], res["r10"]["idle"]
-    lines += ["", "## R10: open + read of a miss through the view / raw GET of it "
-              "(goal <= 1.2x + 20 ms)", "",
-              f"1 MiB objects. During a prefetch of {res['r10']['objects']} objects: "
-              f"{len(busy)} misses, {sum(x['during_prefetch'] for x in busy):.0f} of them still "
-              f"downloading when the open returned. Idle: {len(idle)} misses, nothing else "
-              "running.", "",
-              "| | during prefetch | idle |", "|---|---|---|"]
-    def col(rows: list[dict[str, float]], fn: Callable[[dict[str, float]], float],
-            field: str, digits: int = 3) -> str:
+    lines += [
+        "",
+        "## R10: open + read of a miss through the view / raw GET of it (goal <= 1.2x + 20 ms)",
+        "",
+        f"1 MiB objects. During a prefetch of {res['r10']['objects']} objects: "
+        f"{len(busy)} misses, {sum(x['during_prefetch'] for x in busy):.0f} of them still "
+        f"downloading when the open returned. Idle: {len(idle)} misses, nothing else "
+        "running.",
+        "",
+        "| | during prefetch | idle |",
+        "|---|---|---|",
+    ]
+
+    def col(
+        rows: list[dict[str, float]],
+        fn: Callable[[dict[str, float]], float],
+        field: str,
+        digits: int = 3,
+    ) -> str:
         return s([fn(x) for x in rows if field in x], digits)
 
     for label, field, fn in (
-            ("view open+read s", "view_s", lambda x: x["view_s"]),
-            ("raw GET s (before each view open)", "view_s", lambda x: x["raw_s"]),
-            ("view / raw", "view_s", lambda x: x["view_s"] / x["raw_s"]),
-            ("view - (1.2 x raw + 20 ms), s (<= 0 meets the goal)", "view_s",
-             lambda x: x["view_s"] - 1.2 * x["raw_s"] - 0.02),
-            ("agent fetch alone s (other misses)", "agent_fetch_s",
-             lambda x: x["agent_fetch_s"]),
-            ("agent fetch / raw", "agent_fetch_s", lambda x: x["agent_fetch_s"] / x["raw_s"])):
+        ("view open+read s", "view_s", lambda x: x["view_s"]),
+        ("raw GET s (before each view open)", "view_s", lambda x: x["raw_s"]),
+        ("view / raw", "view_s", lambda x: x["view_s"] / x["raw_s"]),
+        (
+            "view - (1.2 x raw + 20 ms), s (<= 0 meets the goal)",
+            "view_s",
+            lambda x: x["view_s"] - 1.2 * x["raw_s"] - 0.02,
+        ),
+        ("agent fetch alone s (other misses)", "agent_fetch_s", lambda x: x["agent_fetch_s"]),
+        ("agent fetch / raw", "agent_fetch_s", lambda x: x["agent_fetch_s"] / x["raw_s"]),
+    ):
         lines.append(f"| {label} | {col(busy, fn, field)} | {col(idle, fn, field)} |")
-    lines += ["", f"## Metadata: {res['walk']['files']:,} files", "",
-              "| scan | view cold | view warm | plain cold | plain warm |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## Metadata: {res['walk']['files']:,} files",
+        "",
+        "| scan | view cold | view warm | plain cold | plain warm |",
+        "|---|---|---|---|---|",
+    ]
     for label in ("walk", "walk+stat"):
         rows = res["walk"][label]
-        lines.append(f"| {label} | " + " | ".join(s(rows[k], 2, " s") for k in
-                                                  ("view cold", "view warm", "plain cold",
-                                                   "plain warm")) + " |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(
+                s(rows[k], 2, " s") for k in ("view cold", "view warm", "plain cold", "plain warm")
+            )
+            + " |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -369,8 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     only = set(a.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="sc-vb-", dir="/tmp"))
-    res: dict[str, Any] = {"date": dt.date.today().isoformat(), "runs": a.runs,
-                           "machine": describe()}
+    res: dict[str, Any] = {
+        "date": dt.date.today().isoformat(),
+        "runs": a.runs,
+        "machine": describe(),
+    }
     try:
         if "r2" in only:
             with Stack(work / "r2", None).run() as stack:

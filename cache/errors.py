@@ -154,9 +154,20 @@ UNKNOWN = Codes(500, "INTERNAL", 1)
 CLASSES: dict[str, type[CacheError]] = {
     cls.kind: cls
     for cls in (
-        ConfigError, UnsafeKeyError, NotFoundError, AccessDeniedError, PolicyDeniedError,
-        UnavailableError, OverCapacityError, IntegrityError, VersionChangedError,
-        CacheStateError, WaitTimeoutError, OptInError, TargetConflictError, MountError,
+        ConfigError,
+        UnsafeKeyError,
+        NotFoundError,
+        AccessDeniedError,
+        PolicyDeniedError,
+        UnavailableError,
+        OverCapacityError,
+        IntegrityError,
+        VersionChangedError,
+        CacheStateError,
+        WaitTimeoutError,
+        OptInError,
+        TargetConflictError,
+        MountError,
     )
 }
 
@@ -190,8 +201,10 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)((?:sig|se|sp|sv|st|skoid|sktid|skt|ske|sks|skv)=)[^&\s'\"]+"),
     re.compile(r"(?i)((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s'\"]+"),
     re.compile(r"(?i)(Authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\n]+"),
-    re.compile(r"(?i)((?:aws_secret_access_key|aws_session_token|secret|token|password)"
-               r"[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+"),
+    re.compile(
+        r"(?i)((?:aws_secret_access_key|aws_session_token|secret|token|password)"
+        r"[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+"
+    ),
     re.compile(r"(?i)(Signature=)[^&\s'\"]+"),
 ]
 

@@ -74,8 +74,13 @@ def inode_room(inodes_free: int, inodes_total: int, min_free_inode_fraction: flo
     return inodes_free - int(min_free_inode_fraction * inodes_total)
 
 
-def choose_victims(need: int, room: int, candidates: Iterable[Candidate],
-                   protection: Protection, files_short: int = 0) -> list[Candidate] | None:
+def choose_victims(
+    need: int,
+    room: int,
+    candidates: Iterable[Candidate],
+    protection: Protection,
+    files_short: int = 0,
+) -> list[Candidate] | None:
     """Victims to evict so that `need` bytes fit, given `room` bytes free now, and (each
     eviction frees one inode) at least `files_short` files are freed.
 
@@ -105,8 +110,9 @@ class Trim:
     files_over: int
 
 
-def trim(room: int, files_room: int, candidates: Iterable[Candidate],
-         protection: Protection) -> Trim:
+def trim(
+    room: int, files_room: int, candidates: Iterable[Candidate], protection: Protection
+) -> Trim:
     """Bring a cache that is over its budget (`room` < 0) or its inode reserve (`files_room`
     < 0) back within them: evict unprotected objects oldest first. Unlike a reservation, no
     dataset is "sticky" here: the operator lowered the budget, and only pins (running pods)

@@ -70,8 +70,9 @@ class DatasetState(enum.StrEnum):
         return self not in (DatasetState.LISTING, DatasetState.DOWNLOADING)
 
 
-def fraction_local(bytes_local: int, bytes_total: int, objects_local: int, objects_total: int,
-                   listed: bool) -> float:
+def fraction_local(
+    bytes_local: int, bytes_total: int, objects_local: int, objects_total: int, listed: bool
+) -> float:
     """The share of a dataset that is local, in [0, 1]: THE rule, used by every reader.
 
     By bytes. An empty dataset (0 bytes) counts as wholly local once its listing is known and
@@ -148,23 +149,31 @@ class ShareStatus:
 
     @property
     def fraction_local(self) -> float:
-        return fraction_local(self.bytes_local, self.bytes_total, self.objects_local,
-                              self.objects_total, self.listed)
+        return fraction_local(
+            self.bytes_local, self.bytes_total, self.objects_local, self.objects_total, self.listed
+        )
 
     def as_json(self) -> ShareJSON:
         return ShareJSON(
-            partition=str(self.partition), listed=self.listed,
-            objects_total=self.objects_total, objects_local=self.objects_local,
-            bytes_total=self.bytes_total, bytes_local=self.bytes_local,
-            fraction_local=round(self.fraction_local, 6))
+            partition=str(self.partition),
+            listed=self.listed,
+            objects_total=self.objects_total,
+            objects_local=self.objects_local,
+            bytes_total=self.bytes_total,
+            bytes_local=self.bytes_local,
+            fraction_local=round(self.fraction_local, 6),
+        )
 
     @classmethod
     def from_json(cls, doc: Mapping[str, object]) -> ShareStatus:
-        return cls(Partition.parse(str(doc.get("partition"))),
-                   objects_total=_int(doc, "objects_total"),
-                   objects_local=_int(doc, "objects_local"),
-                   bytes_total=_int(doc, "bytes_total"), bytes_local=_int(doc, "bytes_local"),
-                   listed=doc.get("listed", True) is not False)
+        return cls(
+            Partition.parse(str(doc.get("partition"))),
+            objects_total=_int(doc, "objects_total"),
+            objects_local=_int(doc, "objects_local"),
+            bytes_total=_int(doc, "bytes_total"),
+            bytes_local=_int(doc, "bytes_local"),
+            listed=doc.get("listed", True) is not False,
+        )
 
 
 class StatusJSON(TypedDict):
@@ -216,17 +225,25 @@ class DatasetStatus:
 
     @property
     def fraction_local(self) -> float:
-        return fraction_local(self.bytes_local, self.bytes_total, self.objects_local,
-                              self.objects_total, self.listed)
+        return fraction_local(
+            self.bytes_local, self.bytes_total, self.objects_local, self.objects_total, self.listed
+        )
 
     def as_json(self, *, listed_at: bool = True) -> StatusJSON:
         doc = StatusJSON(
-            url=str(self.url), local_dir=str(self.local_dir), state=self.state.value,
-            objects_total=self.objects_total, objects_local=self.objects_local,
-            bytes_total=self.bytes_total, bytes_local=self.bytes_local,
+            url=str(self.url),
+            local_dir=str(self.local_dir),
+            state=self.state.value,
+            objects_total=self.objects_total,
+            objects_local=self.objects_local,
+            bytes_total=self.bytes_total,
+            bytes_local=self.bytes_local,
             fraction_local=round(self.fraction_local, 6),
-            rate_bytes_per_s=round(self.rate_bytes_per_s, 1), eta_s=self.eta_s,
-            owners=list(self.owners), errors=[e.as_json() for e in self.errors])
+            rate_bytes_per_s=round(self.rate_bytes_per_s, 1),
+            eta_s=self.eta_s,
+            owners=list(self.owners),
+            errors=[e.as_json() for e in self.errors],
+        )
         if listed_at:
             doc["listed_at"] = self.listed_at
         if self.view is not None:
@@ -245,8 +262,14 @@ class DatasetStatus:
         if not found:
             return None
         s = found[0]
-        mine = replace(self, objects_total=s.objects_total, objects_local=s.objects_local,
-                       bytes_total=s.bytes_total, bytes_local=s.bytes_local, shares=())
+        mine = replace(
+            self,
+            objects_total=s.objects_total,
+            objects_local=s.objects_local,
+            bytes_total=s.bytes_total,
+            bytes_local=s.bytes_local,
+            shares=(),
+        )
         # a share that is not known yet must never release a wait
         return mine if s.listed else replace(mine, listed_at=None, state=DatasetState.LISTING)
 
@@ -270,16 +293,19 @@ class DatasetStatus:
             url=parse_url(str(doc["url"])),
             local_dir=Path(str(doc.get("local_dir") or "")),
             state=DatasetState.parse(doc.get("state")),
-            objects_total=_int(doc, "objects_total"), objects_local=_int(doc, "objects_local"),
-            bytes_total=_int(doc, "bytes_total"), bytes_local=_int(doc, "bytes_local"),
+            objects_total=_int(doc, "objects_total"),
+            objects_local=_int(doc, "objects_local"),
+            bytes_total=_int(doc, "bytes_total"),
+            bytes_local=_int(doc, "bytes_local"),
             owners=tuple(str(o) for o in owners),
             errors=tuple(Failure.from_json(e) for e in errors if isinstance(e, Mapping)),
             listed_at=float(listed_at) if isinstance(listed_at, int | float) else None,
             rate_bytes_per_s=float(_num(doc, "rate_bytes_per_s")),
             eta_s=float(eta) if isinstance(eta, int | float) else None,
             view=ViewCounts.from_json(view) if isinstance(view, Mapping) else None,
-            open_failures=tuple(Failure.from_json(f) for f in open_failures
-                                if isinstance(f, Mapping)),
+            open_failures=tuple(
+                Failure.from_json(f) for f in open_failures if isinstance(f, Mapping)
+            ),
             shares=tuple(ShareStatus.from_json(s) for s in shares if isinstance(s, Mapping)),
         )
 
@@ -311,13 +337,24 @@ class VerifyReport:
         return not (self.corrupt or self.missing or self.stray)
 
     def as_json(self) -> dict[str, object]:
-        return {"checked": self.checked, "ok": self.ok, "corrupt": self.corrupt,
-                "missing": self.missing, "stray": self.stray, "clean": self.clean}
+        return {
+            "checked": self.checked,
+            "ok": self.ok,
+            "corrupt": self.corrupt,
+            "missing": self.missing,
+            "stray": self.stray,
+            "clean": self.clean,
+        }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, object]) -> VerifyReport:
-        return cls(_int(doc, "checked"), _int(doc, "ok"), _names(doc, "corrupt"),
-                   _names(doc, "missing"), _names(doc, "stray"))
+        return cls(
+            _int(doc, "checked"),
+            _int(doc, "ok"),
+            _names(doc, "corrupt"),
+            _names(doc, "missing"),
+            _names(doc, "stray"),
+        )
 
 
 @dataclass(frozen=True)
@@ -329,13 +366,17 @@ class Evicted:
     bytes_removed: int
 
     def as_json(self) -> dict[str, object]:
-        return {"url": str(self.url), "objects_removed": self.objects_removed,
-                "bytes_removed": self.bytes_removed}
+        return {
+            "url": str(self.url),
+            "objects_removed": self.objects_removed,
+            "bytes_removed": self.bytes_removed,
+        }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, object]) -> Evicted:
-        return cls(parse_url(str(doc["url"])), _int(doc, "objects_removed"),
-                   _int(doc, "bytes_removed"))
+        return cls(
+            parse_url(str(doc["url"])), _int(doc, "objects_removed"), _int(doc, "bytes_removed")
+        )
 
 
 def _names(doc: Mapping[str, object], name: str) -> list[str]:
@@ -356,8 +397,12 @@ class ManifestPage:
     next: str | None
 
     def as_json(self) -> dict[str, object]:
-        return {"url": str(self.url), "objects_total": self.objects_total,
-                "objects": [list(o) for o in self.objects], "next": self.next}
+        return {
+            "url": str(self.url),
+            "objects_total": self.objects_total,
+            "objects": [list(o) for o in self.objects],
+            "next": self.next,
+        }
 
 
 @dataclass(frozen=True)
@@ -376,9 +421,12 @@ class Progress:
     listed: bool = True
 
     def add(self, objects: int = 0, nbytes: int = 0, failed: int = 0) -> Progress:
-        return replace(self, objects_done=self.objects_done + objects,
-                       bytes_done=self.bytes_done + nbytes,
-                       objects_failed=self.objects_failed + failed)
+        return replace(
+            self,
+            objects_done=self.objects_done + objects,
+            bytes_done=self.bytes_done + nbytes,
+            objects_failed=self.objects_failed + failed,
+        )
 
 
 def with_progress(status: DatasetStatus, live: Progress) -> DatasetStatus:
@@ -387,10 +435,14 @@ def with_progress(status: DatasetStatus, live: Progress) -> DatasetStatus:
     if not live.listed:
         listed = status.listed_at is not None
         return replace(status, state=DatasetState.DOWNLOADING if listed else DatasetState.LISTING)
-    return replace(status, state=DatasetState.DOWNLOADING,
-                   objects_total=live.objects_total, bytes_total=live.bytes_total,
-                   objects_local=max(status.objects_local, live.objects_done),
-                   bytes_local=max(status.bytes_local, live.bytes_done))
+    return replace(
+        status,
+        state=DatasetState.DOWNLOADING,
+        objects_total=live.objects_total,
+        bytes_total=live.bytes_total,
+        objects_local=max(status.objects_local, live.objects_done),
+        bytes_local=max(status.bytes_local, live.bytes_done),
+    )
 
 
 @dataclass(frozen=True)

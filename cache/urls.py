@@ -15,9 +15,13 @@ from .errors import ConfigError
 
 #: user-facing scheme -> canonical scheme
 SCHEMES = {
-    "s3": "s3", "s3a": "s3",
-    "gs": "gs", "gcs": "gs",
-    "az": "az", "abfs": "az", "abfss": "az",
+    "s3": "s3",
+    "s3a": "s3",
+    "gs": "gs",
+    "gcs": "gs",
+    "az": "az",
+    "abfs": "az",
+    "abfss": "az",
     "file": "file",
     "memory": "memory",
 }

@@ -30,8 +30,7 @@ class Decision(enum.Enum):
     TIMED_OUT = "timed_out"
 
 
-def decide(status: DatasetStatus | None, fraction: float, deadline: float,
-           now: float) -> Decision:
+def decide(status: DatasetStatus | None, fraction: float, deadline: float, now: float) -> Decision:
     """What one look at the dataset means; `status` is None while nothing is known (not
     registered, no status file yet), and `deadline` and `now` are on one monotonic clock.
 
@@ -63,10 +62,16 @@ class Look:
 ENDS = frozenset(Decision) - {Decision.WAIT}
 
 
-def poll(look: Callable[[], Look], fraction: float, timeout_s: float, *,
-         interval_s: float, ends: Collection[Decision] = ENDS,
-         clock: Callable[[], float] = time.monotonic,
-         sleep: Callable[[float], None] = time.sleep) -> tuple[Decision, Look]:
+def poll(
+    look: Callable[[], Look],
+    fraction: float,
+    timeout_s: float,
+    *,
+    interval_s: float,
+    ends: Collection[Decision] = ENDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[Decision, Look]:
     """Look every `interval_s` until `decide` returns one of `ends` (TIMED_OUT always ends)."""
     deadline = clock() + timeout_s
     while True:

@@ -86,10 +86,16 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> CsiConfig:
     p.add_argument("--kubelet-dir", default=CsiConfig.kubelet_dir)
     p.add_argument("--cache-dir", default=env.get("SHARDCACHE_CACHE_DIR") or DEFAULT_CACHE_DIR)
     p.add_argument("--policy-file", default=env.get("SHARDCACHE_POLICY_FILE") or None)
-    p.add_argument("--view-socket", default=env.get("SHARDCACHE_VIEW_SOCKET") or None,
-                   help="the view server's socket; absent: only view: bind volumes")
-    p.add_argument("--view-state-dir", default=None,
-                   help="run the view server as a child of the plugin, keeping its state here")
+    p.add_argument(
+        "--view-socket",
+        default=env.get("SHARDCACHE_VIEW_SOCKET") or None,
+        help="the view server's socket; absent: only view: bind volumes",
+    )
+    p.add_argument(
+        "--view-state-dir",
+        default=None,
+        help="run the view server as a child of the plugin, keeping its state here",
+    )
     p.add_argument("--view-keeper-socket", default=CsiConfig.view_keeper_socket)
     p.add_argument("--log-level", default=env.get("SHARDCACHE_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
@@ -147,10 +153,17 @@ def run(config: CsiConfig, stop: threading.Event) -> None:
     log.info("serving CSI %s on %s for node %s", "Identity+Node", config.endpoint, config.node_id)
     with contextlib.ExitStack() as stack:
         if config.view_socket and config.view_state_dir:
-            stack.enter_context(Supervisor(server_command(
-                socket=config.view_socket, keeper_socket=config.view_keeper_socket,
-                agent_socket=config.agent_socket, state_dir=config.view_state_dir,
-                kubelet_dir=config.kubelet_dir)))
+            stack.enter_context(
+                Supervisor(
+                    server_command(
+                        socket=config.view_socket,
+                        keeper_socket=config.view_keeper_socket,
+                        agent_socket=config.agent_socket,
+                        state_dir=config.view_state_dir,
+                        kubelet_dir=config.kubelet_dir,
+                    )
+                )
+            )
         try:
             stop.wait()
         finally:

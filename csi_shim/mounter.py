@@ -89,8 +89,10 @@ def fuse_options(fd: int, max_read: int) -> str:
 
     `allow_other` lets the pod's non-root user in; `default_permissions` makes the kernel
     check the mode bits (0444 files, 0555 directories), so the server need not."""
-    return (f"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other,"
-            f"default_permissions,max_read={max_read}")
+    return (
+        f"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other,"
+        f"default_permissions,max_read={max_read}"
+    )
 
 
 def mount_fuse(fd: int, target: str, max_read: int) -> None:

@@ -208,8 +208,7 @@ def _view(context: Mapping[str, str]) -> str:
     value = context.get("view", VIEWS[0])
     if value not in VIEWS:
         raise ConfigError(
-            f"volume attribute view must be 'read-through', 'bind' or 'status', "
-            f"not {value[:20]!r}"
+            f"volume attribute view must be 'read-through', 'bind' or 'status', not {value[:20]!r}"
         )
     return value
 

@@ -27,6 +27,7 @@ AZURITE_KEY = (
 #: where `npm install` (scripts/install-test-deps.sh) puts Azurite: the repository root
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
+
 class GcsEmulator(EmulatorProcess):
     """gcp-storage-emulator, in memory, through our deep-backlog launcher.
 

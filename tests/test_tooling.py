@@ -18,14 +18,19 @@ PACKAGES = {
 }
 
 
-@pytest.mark.parametrize("command", [
-    ["ruff", "check", "."],
-    ["lint-imports"],
-    ["mypy"],
-], ids=["ruff", "import-linter", "mypy"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ruff", "check", "."],
+        ["lint-imports"],
+        ["mypy"],
+    ],
+    ids=["ruff", "import-linter", "mypy"],
+)
 def test_static_check(command):
-    result = subprocess.run([str(BIN / command[0]), *command[1:]], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(BIN / command[0]), *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
@@ -46,11 +51,24 @@ def _contracts():
 @pytest.mark.parametrize("package", sorted(PACKAGES))
 def test_every_module_has_a_layer(package):
     """A module left out of a `layers` contract may import anything: each one is placed."""
-    (contract,) = [c for c in _contracts()
-                   if c["type"] == "layers" and c.get("containers") == [package]]
+    (contract,) = [
+        c for c in _contracts() if c["type"] == "layers" and c.get("containers") == [package]
+    ]
     placed = {name for line in contract["layers"] for name in re.split(r"\s*[|:]\s*", line)}
     folder = ROOT / PACKAGES[package]
     children = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
     children |= {p.parent.name for p in folder.glob("*/__init__.py")}
     assert children == placed
 
+
+def test_formatted():
+    """`ruff format` is the formatter (settings in pyproject); the tree stays formatted
+    (`.venv/bin/ruff format .` before committing)."""
+    result = subprocess.run(
+        [str(BIN / "ruff"), "format", "--check", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -20,8 +20,9 @@ class ThrottledBackend:
     """Adds a first-byte delay to every request and caps each read's bandwidth, as a single
     connection to a cloud store behaves."""
 
-    def __init__(self, inner: Backend, first_byte_delay_s: float = 0.02,
-                 bytes_per_s: float | None = 90e6) -> None:
+    def __init__(
+        self, inner: Backend, first_byte_delay_s: float = 0.02, bytes_per_s: float | None = 90e6
+    ) -> None:
         self.inner = inner
         self.first_byte_delay_s = first_byte_delay_s
         self.bytes_per_s = bytes_per_s
@@ -75,8 +76,14 @@ class FaultyBackend:
         self._always = re.compile(plan.always_fail) if plan.always_fail else None
         self._flaky = re.compile(plan.flaky) if plan.flaky else None
         self._flaky_seen: dict[str, int] = {}
-        self.injected = {"unavailable": 0, "truncated": 0, "flipped": 0, "always": 0,
-                         "stalled": 0, "flaky": 0}
+        self.injected = {
+            "unavailable": 0,
+            "truncated": 0,
+            "flipped": 0,
+            "always": 0,
+            "stalled": 0,
+            "flaky": 0,
+        }
 
     async def list_objects(self, prefix: str) -> list[ObjectInfo]:
         return await self.inner.list_objects(prefix)
@@ -102,7 +109,7 @@ class FaultyBackend:
         if data and self._rng.random() < self.plan.flip_rate:
             self.injected["flipped"] += 1
             pos = self._rng.randrange(len(data))
-            return data[:pos] + bytes([data[pos] ^ 0xFF]) + data[pos + 1:]
+            return data[:pos] + bytes([data[pos] ^ 0xFF]) + data[pos + 1 :]
         return data
 
     def _maybe_flaky(self, info: ObjectInfo, start: int) -> None:

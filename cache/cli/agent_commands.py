@@ -37,8 +37,9 @@ def _prefetch(client: AgentClient, args: argparse.Namespace, out: Output) -> int
     owner = args.owner or f"cli-{os.getpid()}"
     share = getattr(args, "partition", None)
     # an explicit --owner pins until released; cli-PID's lease ends soon after this process
-    status = client.register(url, owner, durable=bool(args.owner),
-                             partition=str(share) if share else None)
+    status = client.register(
+        url, owner, durable=bool(args.owner), partition=str(share) if share else None
+    )
     try:
         with out.progress(url) as update:
             while not status.state.settled:
@@ -53,8 +54,13 @@ def _prefetch(client: AgentClient, args: argparse.Namespace, out: Output) -> int
 
 
 def _progress(status: DatasetStatus) -> Progress:
-    return Progress(str(status.url), status.objects_total, status.bytes_total,
-                    objects_done=status.objects_local, bytes_done=status.bytes_local)
+    return Progress(
+        str(status.url),
+        status.objects_total,
+        status.bytes_total,
+        objects_done=status.objects_local,
+        bytes_done=status.bytes_local,
+    )
 
 
 def _report(status: DatasetStatus, out: Output) -> int:
@@ -62,9 +68,11 @@ def _report(status: DatasetStatus, out: Output) -> int:
     if out.json_mode:
         out.json(dict(status.as_json(listed_at=False)))
     else:
-        out.info(f"{status.objects_local}/{status.objects_total} objects "
-                 f"({format_size(status.bytes_local)} of {format_size(status.bytes_total)}) "
-                 f"local: {status.state.value}")
+        out.info(
+            f"{status.objects_local}/{status.objects_total} objects "
+            f"({format_size(status.bytes_local)} of {format_size(status.bytes_total)}) "
+            f"local: {status.state.value}"
+        )
         for err in status.errors[:20]:
             (out.error if failed else out.warn)(f"{err.key or status.url}: {err.message}")
         out.line(str(status.local_dir))
@@ -83,25 +91,39 @@ def _path(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
 def _status(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
     rows = [client.status(args.url)] if args.url else client.datasets()
     if out.json_mode:
-        out.json({"datasets": [r.as_json(listed_at=False) for r in rows],
-                  "agent": client.socket_path})
+        out.json(
+            {"datasets": [r.as_json(listed_at=False) for r in rows], "agent": client.socket_path}
+        )
         return EXIT_OK
-    out.table(f"shardcache agent at {client.socket_path}",
-              ["dataset", "state", "objects", "bytes", "local", "rate", "eta", "owners",
-               "view hits"],
-              [line for r in rows for line in [
-                  [str(r.url), r.state.value, f"{r.objects_local}/{r.objects_total}",
-                   f"{format_size(r.bytes_local)}/{format_size(r.bytes_total)}",
-                   f"{100 * r.fraction_local:.1f}%", f"{format_size(r.rate_bytes_per_s)}/s",
-                   "-" if r.eta_s is None else f"{r.eta_s:.0f} s", str(len(r.owners)),
-                   _view_hits(r.view)],
-                  *_share_rows(r)]])
+    out.table(
+        f"shardcache agent at {client.socket_path}",
+        ["dataset", "state", "objects", "bytes", "local", "rate", "eta", "owners", "view hits"],
+        [
+            line
+            for r in rows
+            for line in [
+                [
+                    str(r.url),
+                    r.state.value,
+                    f"{r.objects_local}/{r.objects_total}",
+                    f"{format_size(r.bytes_local)}/{format_size(r.bytes_total)}",
+                    f"{100 * r.fraction_local:.1f}%",
+                    f"{format_size(r.rate_bytes_per_s)}/s",
+                    "-" if r.eta_s is None else f"{r.eta_s:.0f} s",
+                    str(len(r.owners)),
+                    _view_hits(r.view),
+                ],
+                *_share_rows(r),
+            ]
+        ],
+    )
     for r in rows:
         for err in r.errors[:5]:
             out.warn(f"{r.url}: {err.key}: {err.message}")
         for err in r.open_failures[-5:]:
-            out.warn(f"{r.url}: open of {err.key} through the view failed ({err.kind}): "
-                     f"{err.message}")
+            out.warn(
+                f"{r.url}: open of {err.key} through the view failed ({err.kind}): {err.message}"
+            )
     return EXIT_OK
 
 
@@ -115,9 +137,20 @@ def _view_hits(counts: ViewCounts | None) -> str:
 
 def _share_rows(status: DatasetStatus) -> list[list[str]]:
     """One row under the dataset's for each share registered with a partition."""
-    return [[f"  share {s.partition}", "", f"{s.objects_local}/{s.objects_total}",
-             f"{format_size(s.bytes_local)}/{format_size(s.bytes_total)}",
-             f"{100 * s.fraction_local:.1f}%", "", "", "", ""] for s in status.shares]
+    return [
+        [
+            f"  share {s.partition}",
+            "",
+            f"{s.objects_local}/{s.objects_total}",
+            f"{format_size(s.bytes_local)}/{format_size(s.bytes_total)}",
+            f"{100 * s.fraction_local:.1f}%",
+            "",
+            "",
+            "",
+            "",
+        ]
+        for s in status.shares
+    ]
 
 
 def _verify(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
@@ -125,9 +158,11 @@ def _verify(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.json(report.as_json())
     else:
-        out.line(f"checked {report.checked} files in the agent's cache: {report.ok} ok, "
-                 f"{len(report.corrupt)} damaged, {len(report.missing)} missing, "
-                 f"{len(report.stray)} stray")
+        out.line(
+            f"checked {report.checked} files in the agent's cache: {report.ok} ok, "
+            f"{len(report.corrupt)} damaged, {len(report.missing)} missing, "
+            f"{len(report.stray)} stray"
+        )
         for name in report.corrupt:
             out.line(f"damaged (removed; the next prefetch fetches it again): {name}")
         for name in report.missing:
@@ -142,10 +177,17 @@ def _evict(client: AgentClient, args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.json(evicted.as_json())
     else:
-        out.line(f"removed {evicted.objects_removed} objects "
-                 f"({format_size(evicted.bytes_removed)}) of {evicted.url}")
+        out.line(
+            f"removed {evicted.objects_removed} objects "
+            f"({format_size(evicted.bytes_removed)}) of {evicted.url}"
+        )
     return EXIT_OK
 
 
-_HANDLERS = {"prefetch": _prefetch, "path": _path, "status": _status,
-             "verify": _verify, "evict": _evict}
+_HANDLERS = {
+    "prefetch": _prefetch,
+    "path": _path,
+    "status": _status,
+    "verify": _verify,
+    "evict": _evict,
+}

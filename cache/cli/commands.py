@@ -21,8 +21,9 @@ async def run_in_process(args: argparse.Namespace, config: Config, out: Output) 
 async def _prefetch(engine: Engine, args: argparse.Namespace, out: Output) -> int:
     ds = parse_url(args.url).as_dataset()
     with out.progress(str(ds)) as update:
-        report = await engine.prefetch(ds, owner=args.owner, progress=update,
-                                       shares=(getattr(args, "partition", None),))
+        report = await engine.prefetch(
+            ds, owner=args.owner, progress=update, shares=(getattr(args, "partition", None),)
+        )
     return report_prefetch(report, out, engine.stats())
 
 
@@ -30,29 +31,39 @@ def report_prefetch(report: PrefetchReport, out: Output, stats: EngineStats | No
     """Print a prefetch's outcome; the engine's `stats` (retries, integrity failures…) go in
     JSON under `counters`."""
     if out.json_mode:
-        out.json({
-            "counters": stats.as_json() if stats else {},
-            "url": report.url, "local_dir": str(report.local_dir),
-            "objects_total": report.objects_total, "bytes_total": report.bytes_total,
-            "objects_downloaded": report.objects_downloaded,
-            "bytes_downloaded": report.bytes_downloaded,
-            "objects_already_local": report.objects_already_local,
-            "refused": [{"key": r.key, "reason": r.reason} for r in report.refused],
-            "failed": [{"key": f.key, "kind": f.kind, "message": f.message}
-                       for f in report.failed],
-            "not_cached": report.not_cached, "seconds": round(report.seconds, 3),
-        })
+        out.json(
+            {
+                "counters": stats.as_json() if stats else {},
+                "url": report.url,
+                "local_dir": str(report.local_dir),
+                "objects_total": report.objects_total,
+                "bytes_total": report.bytes_total,
+                "objects_downloaded": report.objects_downloaded,
+                "bytes_downloaded": report.bytes_downloaded,
+                "objects_already_local": report.objects_already_local,
+                "refused": [{"key": r.key, "reason": r.reason} for r in report.refused],
+                "failed": [
+                    {"key": f.key, "kind": f.kind, "message": f.message} for f in report.failed
+                ],
+                "not_cached": report.not_cached,
+                "seconds": round(report.seconds, 3),
+            }
+        )
     else:
         rate = report.bytes_downloaded / report.seconds if report.seconds > 0 else 0.0
-        out.info(f"{report.objects_total} objects ({format_size(report.bytes_total)}): "
-                 f"{report.objects_downloaded} downloaded ({format_size(report.bytes_downloaded)}"
-                 f" at {format_size(rate)}/s), {report.objects_already_local} already local, "
-                 f"in {report.seconds:.1f} s")
+        out.info(
+            f"{report.objects_total} objects ({format_size(report.bytes_total)}): "
+            f"{report.objects_downloaded} downloaded ({format_size(report.bytes_downloaded)}"
+            f" at {format_size(rate)}/s), {report.objects_already_local} already local, "
+            f"in {report.seconds:.1f} s"
+        )
         for r in report.refused[:20]:
             out.warn(f"refused key {r.key!r}: {r.reason}")
         if report.not_cached:
-            out.warn(f"{len(report.not_cached)} objects not cached: the byte budget is full "
-                     "of data in use; they are read from the store on demand")
+            out.warn(
+                f"{len(report.not_cached)} objects not cached: the byte budget is full "
+                "of data in use; they are read from the store on demand"
+            )
         for f in report.failed[:20]:
             out.error(f"{f.key}: {f.message}")
         if len(report.failed) > 20:
@@ -78,20 +89,38 @@ async def _status(engine: Engine, args: argparse.Namespace, out: Output) -> int:
         rows = await engine.statuses()
     usage = await engine.usage()
     if out.json_mode:
-        out.json({"datasets": [r.as_json() for r in rows], "cache_dir": str(engine.root),
-                  "published_bytes": usage.published, "max_bytes": engine.config.max_bytes,
-                  "disk_free_bytes": usage.disk_free})
+        out.json(
+            {
+                "datasets": [r.as_json() for r in rows],
+                "cache_dir": str(engine.root),
+                "published_bytes": usage.published,
+                "max_bytes": engine.config.max_bytes,
+                "disk_free_bytes": usage.disk_free,
+            }
+        )
         return EXIT_OK if rows or not args.url else EXIT_FAILED
     if args.url and not rows:
-        out.error(f"{args.url} is not in the cache at {engine.root}; run "
-                  "`shardcache prefetch` first")
+        out.error(
+            f"{args.url} is not in the cache at {engine.root}; run `shardcache prefetch` first"
+        )
         return EXIT_FAILED
-    out.table(f"shardcache at {engine.root}  ({format_size(usage.published)} cached"
-              + (f" of {format_size(engine.config.max_bytes)}" if engine.config.max_bytes else "")
-              + ")", ["dataset", "state", "objects", "bytes", "local", "owners"],
-              [[str(r.url), r.state.value, f"{r.objects_local}/{r.objects_total}",
+    out.table(
+        f"shardcache at {engine.root}  ({format_size(usage.published)} cached"
+        + (f" of {format_size(engine.config.max_bytes)}" if engine.config.max_bytes else "")
+        + ")",
+        ["dataset", "state", "objects", "bytes", "local", "owners"],
+        [
+            [
+                str(r.url),
+                r.state.value,
+                f"{r.objects_local}/{r.objects_total}",
                 f"{format_size(r.bytes_local)}/{format_size(r.bytes_total)}",
-                f"{100 * r.fraction_local:.1f}%", str(len(r.owners))] for r in rows])
+                f"{100 * r.fraction_local:.1f}%",
+                str(len(r.owners)),
+            ]
+            for r in rows
+        ],
+    )
     for r in rows:
         for err in r.errors[:5]:
             out.warn(f"{r.url}: {err.key}: {err.message}")
@@ -103,8 +132,10 @@ async def _verify(engine: Engine, args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.json(report.as_json())
     else:
-        out.line(f"checked {report.checked} files: {report.ok} ok, {len(report.corrupt)} "
-                 f"damaged, {len(report.missing)} missing, {len(report.stray)} stray")
+        out.line(
+            f"checked {report.checked} files: {report.ok} ok, {len(report.corrupt)} "
+            f"damaged, {len(report.missing)} missing, {len(report.stray)} stray"
+        )
         for name in report.corrupt:
             out.line(f"damaged (removed; the next prefetch fetches it again): {name}")
         for name in report.missing:
@@ -124,5 +155,10 @@ async def _evict(engine: Engine, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-_HANDLERS = {"prefetch": _prefetch, "path": _path, "status": _status, "verify": _verify,
-             "evict": _evict}
+_HANDLERS = {
+    "prefetch": _prefetch,
+    "path": _path,
+    "status": _status,
+    "verify": _verify,
+    "evict": _evict,
+}

@@ -37,12 +37,19 @@ _BENCH_EXTRA = ("moto", "s3fs")
 def run_demo(args: argparse.Namespace, config: Config, out: Output) -> int:
     missing = [m for m in _BENCH_EXTRA if importlib.util.find_spec(m) is None]
     if missing:
-        raise ConfigError(f"shardcache demo needs {' and '.join(missing)} (the bench extra): "
-                          "pip install 'shardcache[s3,bench]', or run `make demo`")
+        raise ConfigError(
+            f"shardcache demo needs {' and '.join(missing)} (the bench extra): "
+            "pip install 'shardcache[s3,bench]', or run `make demo`"
+        )
     plan = QuickPlan(
-        small_files=args.small_files, large_files=args.large_files, large_mib=args.large_mib,
-        proxy=ProxyConfig(first_byte_delay_s=args.first_byte_ms / 1000,
-                          bandwidth_bytes_per_s=args.bandwidth_mbps * 1e6))
+        small_files=args.small_files,
+        large_files=args.large_files,
+        large_mib=args.large_mib,
+        proxy=ProxyConfig(
+            first_byte_delay_s=args.first_byte_ms / 1000,
+            bandwidth_bytes_per_s=args.bandwidth_mbps * 1e6,
+        ),
+    )
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     result = run_quick(plan, config, out.info, cache_dir)
     _print(result, out)
@@ -59,12 +66,27 @@ def _print(result: QuickResult, out: Output) -> None:
         f"shardcache demo: {result.objects} objects, {result.nbytes / 1e6:.0f} MB on a local "
         "S3 emulator behind a cloud-like proxy",
         ["method", "files", "MB", "seconds", "MB/s", "files/s", "vs sequential s3fs"],
-        [[r.method, str(r.files), f"{r.nbytes / 1e6:.0f}", f"{r.seconds:.2f}",
-          f"{r.mb_per_s:.0f}", f"{r.files_per_s:.0f}",
-          f"{r.mb_per_s / base.mb_per_s:.1f}x" if base.mb_per_s else "-"] for r in rows])
+        [
+            [
+                r.method,
+                str(r.files),
+                f"{r.nbytes / 1e6:.0f}",
+                f"{r.seconds:.2f}",
+                f"{r.mb_per_s:.0f}",
+                f"{r.files_per_s:.0f}",
+                f"{r.mb_per_s / base.mb_per_s:.1f}x" if base.mb_per_s else "-",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _json_row(r: Measurement) -> dict[str, object]:
-    return {"method": r.method, "files": r.files, "bytes": r.nbytes,
-            "seconds": round(r.seconds, 3), "mb_per_s": round(r.mb_per_s, 1),
-            "files_per_s": round(r.files_per_s, 1)}
+    return {
+        "method": r.method,
+        "files": r.files,
+        "bytes": r.nbytes,
+        "seconds": round(r.seconds, 3),
+        "mb_per_s": round(r.mb_per_s, 1),
+        "files_per_s": round(r.files_per_s, 1),
+    }

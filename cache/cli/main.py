@@ -30,8 +30,10 @@ EXIT_OK, EXIT_FAILED = 0, 1  # and 2 for a usage error: the `config` kind (error
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 #: tuning knobs read from the environment by the CLI only (the agent has its own flags)
-_ENV_FLOATS = {"SHARDCACHE_READ_TIMEOUT_S": "read_timeout_s",
-               "SHARDCACHE_CONNECT_TIMEOUT_S": "connect_timeout_s"}
+_ENV_FLOATS = {
+    "SHARDCACHE_READ_TIMEOUT_S": "read_timeout_s",
+    "SHARDCACHE_CONNECT_TIMEOUT_S": "connect_timeout_s",
+}
 
 
 class Terminated(Exception):
@@ -40,61 +42,87 @@ class Terminated(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--cache-dir", help="cache directory (env SHARDCACHE_CACHE_DIR; "
-                        "default: $XDG_CACHE_HOME/shardcache)")
-    common.add_argument("--max-bytes", type=_size, help="byte budget, e.g. 20GiB "
-                        "(env SHARDCACHE_MAX_BYTES)")
-    common.add_argument("--agent", metavar="SOCKET", help="use the node agent on this unix "
-                        "socket (env SHARDCACHE_AGENT_SOCKET)")
+    common.add_argument(
+        "--cache-dir",
+        help="cache directory (env SHARDCACHE_CACHE_DIR; default: $XDG_CACHE_HOME/shardcache)",
+    )
+    common.add_argument(
+        "--max-bytes", type=_size, help="byte budget, e.g. 20GiB (env SHARDCACHE_MAX_BYTES)"
+    )
+    common.add_argument(
+        "--agent",
+        metavar="SOCKET",
+        help="use the node agent on this unix socket (env SHARDCACHE_AGENT_SOCKET)",
+    )
     common.add_argument("--output", choices=("text", "json"), default="text")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     parser = argparse.ArgumentParser(
-        prog="shardcache", description="Node-local cache of cloud datasets for training jobs.")
+        prog="shardcache", description="Node-local cache of cloud datasets for training jobs."
+    )
     parser.add_argument("--version", action="version", version=f"shardcache {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("prefetch", parents=[common], help="download a dataset; print its "
-                       "local directory")
+    p = sub.add_parser(
+        "prefetch", parents=[common], help="download a dataset; print its local directory"
+    )
     p.add_argument("url")
     p.add_argument("--owner", help="pin the dataset for this owner until released")
     p.add_argument("--concurrency", type=int, help="concurrent requests (default 64)")
-    p.add_argument("--partition", type=_partition, metavar="I/N",
-                   help="fetch only member I of N's share (docs/partitions.md)")
+    p.add_argument(
+        "--partition",
+        type=_partition,
+        metavar="I/N",
+        help="fetch only member I of N's share (docs/partitions.md)",
+    )
 
-    p = sub.add_parser("path", parents=[common], help="print the local path of a dataset or "
-                       "object")
+    p = sub.add_parser("path", parents=[common], help="print the local path of a dataset or object")
     p.add_argument("url")
 
     p = sub.add_parser("status", parents=[common], help="show datasets and progress")
     p.add_argument("url", nargs="?")
 
-    p = sub.add_parser("verify", parents=[common], help="check cached files against their "
-                       "checksums; remove damaged ones")
+    p = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="check cached files against their checksums; remove damaged ones",
+    )
     p.add_argument("url", nargs="?")
 
     p = sub.add_parser("evict", parents=[common], help="remove a dataset from the cache")
     p.add_argument("url")
     p.add_argument("--force", action="store_true", help="evict even if pinned")
 
-    p = sub.add_parser("wait", parents=[common], help="wait until a share of a dataset is "
-                       "local (for init containers)")
+    p = sub.add_parser(
+        "wait",
+        parents=[common],
+        help="wait until a share of a dataset is local (for init containers)",
+    )
     p.add_argument("url")
     p.add_argument("--fraction", type=float, default=1.0, help="share of bytes, 0..1")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds")
-    p.add_argument("--prefetch", action="store_true",
-                   help="in-process mode: start the prefetch instead of waiting for another")
-    p.add_argument("--partition", type=_partition, metavar="I/N",
-                   help="the fraction is of member I of N's share, not of the whole dataset")
+    p.add_argument(
+        "--prefetch",
+        action="store_true",
+        help="in-process mode: start the prefetch instead of waiting for another",
+    )
+    p.add_argument(
+        "--partition",
+        type=_partition,
+        metavar="I/N",
+        help="the fraction is of member I of N's share, not of the whole dataset",
+    )
 
-    p = sub.add_parser("demo", parents=[common], help="run the built-in demo against a local "
-                       "S3 emulator and print a throughput comparison")
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run the built-in demo against a local S3 emulator and print a throughput comparison",
+    )
     p.add_argument("--small-files", type=int, default=2000)
     p.add_argument("--large-files", type=int, default=4)
     p.add_argument("--large-mib", type=int, default=64)
     p.add_argument("--first-byte-ms", type=float, default=20.0)
-    p.add_argument("--bandwidth-mbps", type=float, default=90.0,
-                   help="per-connection cap in MB/s")
+    p.add_argument("--bandwidth-mbps", type=float, default=90.0, help="per-connection cap in MB/s")
     return parser
 
 
@@ -114,14 +142,18 @@ def _size(text: str) -> int:
 
 def make_config(args: argparse.Namespace, env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ) if env is None else env
-    overrides: dict[str, Any] = {"cache_dir": args.cache_dir, "max_bytes": args.max_bytes,
-                                 "max_concurrency": getattr(args, "concurrency", None)}
+    overrides: dict[str, Any] = {
+        "cache_dir": args.cache_dir,
+        "max_bytes": args.max_bytes,
+        "max_concurrency": getattr(args, "concurrency", None),
+    }
     for name, attr in _ENV_FLOATS.items():
         if env.get(name):
             overrides[attr] = _positive(env, name)
     if env.get("SHARDCACHE_RETRY_ATTEMPTS"):
         overrides["retry"] = Retry(
-            max_attempts=max(1, int(_positive(env, "SHARDCACHE_RETRY_ATTEMPTS"))))
+            max_attempts=max(1, int(_positive(env, "SHARDCACHE_RETRY_ATTEMPTS")))
+        )
     return Config.from_env(env, **overrides)
 
 
@@ -216,8 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_cancellable(run_in_process(args, make_config(args), out))
     except Terminated:
-        out.error("terminated: downloads in flight were cancelled and their staging files "
-                  "removed; nothing partial was published. Run the command again to finish")
+        out.error(
+            "terminated: downloads in flight were cancelled and their staging files "
+            "removed; nothing partial was published. Run the command again to finish"
+        )
         return EXIT_TERMINATED
     except CacheError as e:  # the exit status of its kind: 2 to fix the command line, else 1
         out.error(redact(str(e)))
@@ -236,20 +270,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _os_message(e: OSError) -> str:
     where = f" ({e.filename})" if e.filename else ""
     if is_disk_full(e):
-        return (f"the disk holding the cache is full{where}; files already complete were "
-                "kept. Free space, or set --max-bytes / SHARDCACHE_MAX_BYTES below what the "
-                "disk can hold, and run the command again")
+        return (
+            f"the disk holding the cache is full{where}; files already complete were "
+            "kept. Free space, or set --max-bytes / SHARDCACHE_MAX_BYTES below what the "
+            "disk can hold, and run the command again"
+        )
     return f"{e.strerror or e}{where}; check the cache directory and its permissions"
 
 
 def _sqlite_message(e: sqlite3.Error) -> str:
     text = str(e)
     if is_disk_full(e):
-        return ("the disk holding the cache index is full; files already complete were kept. "
-                "Free space, or set --max-bytes / SHARDCACHE_MAX_BYTES below what the disk can "
-                "hold, and run the command again")
-    return (f"the cache index cannot be used ({text}); run `shardcache verify`, or remove the "
-            "cache directory to start afresh")
+        return (
+            "the disk holding the cache index is full; files already complete were kept. "
+            "Free space, or set --max-bytes / SHARDCACHE_MAX_BYTES below what the disk can "
+            "hold, and run the command again"
+        )
+    return (
+        f"the cache index cannot be used ({text}); run `shardcache verify`, or remove the "
+        "cache directory to start afresh"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

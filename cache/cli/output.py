@@ -64,15 +64,23 @@ class Output:
         from rich.progress import Progress as RichProgress
 
         bar = RichProgress(
-            TextColumn("[bold]{task.description}"), BarColumn(),
-            TextColumn("{task.fields[objects]} objects"), DownloadColumn(binary_units=True),
-            TransferSpeedColumn(), TimeRemainingColumn(), transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[objects]} objects"),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
         )
         with bar:
             task = bar.add_task(description, total=None, objects="0/?")
 
             def update(p: Progress) -> None:
-                bar.update(task, total=p.bytes_total, completed=p.bytes_done,
-                           objects=f"{p.objects_done}/{p.objects_total}")
+                bar.update(
+                    task,
+                    total=p.bytes_total,
+                    completed=p.bytes_done,
+                    objects=f"{p.objects_done}/{p.objects_total}",
+                )
 
             yield update

@@ -39,8 +39,9 @@ POLL_S = 0.25
 _ENDS = frozenset({Decision.REACHED, Decision.FAILED})
 
 
-def report(out: Output, ds: StoreURL, wanted: float, timeout_s: float, decision: Decision,
-           seen: Look) -> int:
+def report(
+    out: Output, ds: StoreURL, wanted: float, timeout_s: float, decision: Decision, seen: Look
+) -> int:
     """Print the outcome and return the exit status."""
     status = seen.status
     fraction = status.fraction_local if status is not None else 0.0

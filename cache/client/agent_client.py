@@ -20,6 +20,7 @@ from ..status import DatasetStatus, Evicted, VerifyReport
 
 T = TypeVar("T")
 
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, socket_path: str, timeout_s: float) -> None:
         super().__init__("localhost", timeout=timeout_s)
@@ -59,14 +60,27 @@ class AgentClient:
         except errors.CacheError:
             return False
 
-    def register(self, url: str, owner: str, namespace: str | None = None,
-                 prefetch: str = "all", *, durable: bool = False,
-                 partition: str | None = None) -> DatasetStatus:
+    def register(
+        self,
+        url: str,
+        owner: str,
+        namespace: str | None = None,
+        prefetch: str = "all",
+        *,
+        durable: bool = False,
+        partition: str | None = None,
+    ) -> DatasetStatus:
         """Pin `url` for `owner` and prefetch it, or only the share `partition` ("I/N")
         (registering again renews the owner's lease; `durable`: the pin lasts until released,
         even after this process ends)."""
-        body = {"url": url, "owner": owner, "namespace": namespace, "prefetch": prefetch,
-                "durable": durable, "partition": partition}
+        body = {
+            "url": url,
+            "owner": owner,
+            "namespace": namespace,
+            "prefetch": prefetch,
+            "durable": durable,
+            "partition": partition,
+        }
         return _status(self._request("POST", "/v1/datasets", body))
 
     def release(self, url: str, owner: str) -> None:
@@ -81,20 +95,21 @@ class AgentClient:
 
     def fetch(self, url: str) -> str | None:
         """Make one object local now; its path, or None when it must be read through."""
-        answer = self._request("POST", "/v1/objects/fetch", {"url": url},
-                               timeout_s=self.fetch_timeout_s)
+        answer = self._request(
+            "POST", "/v1/objects/fetch", {"url": url}, timeout_s=self.fetch_timeout_s
+        )
         path = answer.get("path")
         return str(path) if path else None
 
     def verify(self, url: str | None) -> VerifyReport:
         """Check (and repair) the agent's files of `url`, or of its whole cache."""
-        answer = self._request("POST", "/v1/verify", {"url": url},
-                               timeout_s=self.fetch_timeout_s)
+        answer = self._request("POST", "/v1/verify", {"url": url}, timeout_s=self.fetch_timeout_s)
         return _typed(VerifyReport.from_json, answer)
 
     def evict(self, url: str, force: bool = False) -> Evicted:
-        answer = self._request("POST", "/v1/evict", {"url": url, "force": force},
-                               timeout_s=self.fetch_timeout_s)
+        answer = self._request(
+            "POST", "/v1/evict", {"url": url, "force": force}, timeout_s=self.fetch_timeout_s
+        )
         return _typed(Evicted.from_json, answer)
 
     def manifest(self, url: str, page: int = 10_000) -> Iterator[tuple[str, int]]:
@@ -108,17 +123,24 @@ class AgentClient:
                 yield str(key), int(size)
             after = doc.get("next")
 
-    def report_view(self, url: str, counts: dict[str, int],
-                    failures: list[dict[str, str]]) -> None:
+    def report_view(self, url: str, counts: dict[str, int], failures: list[dict[str, str]]) -> None:
         """Tell the agent about opens through a read-through view of `url` (a delta)."""
-        self._request("POST", "/v1/views/report",
-                      {"url": url, "counts": counts, "failures": failures})
+        self._request(
+            "POST", "/v1/views/report", {"url": url, "counts": counts, "failures": failures}
+        )
 
     def path(self, url: str) -> str:
         return str(self._request("GET", "/v1/path?" + urllib.parse.urlencode({"url": url}))["path"])
 
-    def _request(self, method: str, target: str, body: Any = None, *, raw: bool = False,
-                 timeout_s: float | None = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        target: str,
+        body: Any = None,
+        *,
+        raw: bool = False,
+        timeout_s: float | None = None,
+    ) -> Any:
         conn = _UnixHTTPConnection(self.socket_path, timeout_s or self.timeout_s)
         try:
             payload = None if body is None else json.dumps(body).encode()
@@ -149,8 +171,9 @@ def _typed(parse: Callable[[Any], T], doc: Any) -> T:
     try:
         return parse(doc)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise errors.UnavailableError(f"the shardcache agent sent an answer that does not "
-                                      f"parse: {e}") from e
+        raise errors.UnavailableError(
+            f"the shardcache agent sent an answer that does not parse: {e}"
+        ) from e
 
 
 def _error_from(status: int, data: bytes) -> errors.CacheError:

@@ -69,8 +69,9 @@ def wait_until_local(client: Client, url: str, fraction: float, timeout_s: float
     if registered:
         agent.register(str(ds), owner, prefetch="all")
     try:
-        decision, seen = poll(lambda: Look(agent.status(str(ds))), fraction, timeout_s,
-                              interval_s=POLL_S)
+        decision, seen = poll(
+            lambda: Look(agent.status(str(ds))), fraction, timeout_s, interval_s=POLL_S
+        )
     finally:
         if registered:
             agent.release(str(ds), owner)
@@ -84,13 +85,19 @@ def _wait_in_process(client: Client, ds: StoreURL, fraction: float, timeout_s: f
         return have.fraction_local
     engine.start_prefetch(ds)
     # this process runs the prefetch: only the fraction or the deadline ends the wait
-    decision, seen = poll(lambda: Look(engine.status(ds)), fraction, timeout_s,
-                          interval_s=POLL_S, ends={Decision.REACHED})
+    decision, seen = poll(
+        lambda: Look(engine.status(ds)),
+        fraction,
+        timeout_s,
+        interval_s=POLL_S,
+        ends={Decision.REACHED},
+    )
     return _reached(decision, seen, fraction, ds, timeout_s)
 
 
-def _reached(decision: Decision, seen: Look, fraction: float, ds: StoreURL,
-             timeout_s: float) -> float:
+def _reached(
+    decision: Decision, seen: Look, fraction: float, ds: StoreURL, timeout_s: float
+) -> float:
     have = seen.status.fraction_local if seen.status is not None else 0.0
     if decision is not Decision.REACHED:
         raise WaitTimeoutError(

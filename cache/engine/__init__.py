@@ -22,7 +22,17 @@ from .fetch import FetchResult
 from .prefetch import PrefetchReport
 
 __all__ = [
-    "DatasetState", "DatasetStatus", "Engine", "EngineStats", "Evicted", "Failure",
-    "FetchResult", "ManifestPage", "PrefetchReport", "Progress", "ShareStatus", "VerifyReport",
+    "DatasetState",
+    "DatasetStatus",
+    "Engine",
+    "EngineStats",
+    "Evicted",
+    "Failure",
+    "FetchResult",
+    "ManifestPage",
+    "PrefetchReport",
+    "Progress",
+    "ShareStatus",
+    "VerifyReport",
     "with_retries",
 ]

@@ -40,6 +40,7 @@ from .locks import PrioritySemaphore
 
 T = TypeVar("T")
 
+
 def plan_parts(size: int, threshold: int, part_size: int) -> list[tuple[int, int]]:
     """[start, end) ranges for an object: one range up to `threshold`, else `part_size` parts."""
     if size <= threshold:
@@ -116,8 +117,11 @@ class OrderedMD5:
             return self._md5.hexdigest() if done else None
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], retry: Retry,
-                       on_retry: Callable[[BaseException], None] | None = None) -> T:
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    retry: Retry,
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> T:
     """`call()` until it succeeds or the request budget of `retry` is spent."""
     while True:
         try:
@@ -147,11 +151,18 @@ class Downloader:
 
     def tracker(self, info: ObjectInfo) -> PartTracker:
         cfg = self._config
-        return PartTracker(plan_parts(info.size, cfg.multipart_threshold_bytes,
-                                      cfg.part_size_bytes))
+        return PartTracker(
+            plan_parts(info.size, cfg.multipart_threshold_bytes, cfg.part_size_bytes)
+        )
 
-    async def fetch_into(self, backend: Backend, info: ObjectInfo, staging: files.Staging,
-                         priority: int, tracker: PartTracker | None = None) -> files.Finished:
+    async def fetch_into(
+        self,
+        backend: Backend,
+        info: ObjectInfo,
+        staging: files.Staging,
+        priority: int,
+        tracker: PartTracker | None = None,
+    ) -> files.Finished:
         """Write the missing parts of the object into `staging` and finish the file (fsync,
         read-only); return its identity and MD5.
 
@@ -168,54 +179,71 @@ class Downloader:
         todo = tracker.missing()
         # Hash on the way only when this pass fetches every part; after a failed round the
         # kept parts are on disk only, and the file is read back instead.
-        hasher = (OrderedMD5(tracker.parts, 4 * self._config.part_size_bytes)
-                  if len(todo) == len(tracker.parts) else None)
-        results = await asyncio.gather(*(self._part(backend, info, staging, s, e, priority,
-                                                    hasher) for s, e in todo),
-                                       return_exceptions=True)
+        hasher = (
+            OrderedMD5(tracker.parts, 4 * self._config.part_size_bytes)
+            if len(todo) == len(tracker.parts)
+            else None
+        )
+        results = await asyncio.gather(
+            *(self._part(backend, info, staging, s, e, priority, hasher) for s, e in todo),
+            return_exceptions=True,
+        )
         errors = [r for r in results if isinstance(r, BaseException)]
-        tracker.done.update(s for (s, _), r in zip(todo, results, strict=True)
-                            if not isinstance(r, BaseException))
+        tracker.done.update(
+            s for (s, _), r in zip(todo, results, strict=True) if not isinstance(r, BaseException)
+        )
         if errors:
             raise worst_error(errors)
         md5 = hasher.hexdigest() if hasher else None
         done: files.Finished = await self._write(files.finish, staging, md5, fsync)
         return done
 
-    async def _part(self, backend: Backend, info: ObjectInfo, staging: files.Staging,
-                    start: int, end: int, priority: int, hasher: OrderedMD5 | None) -> None:
+    async def _part(
+        self,
+        backend: Backend,
+        info: ObjectInfo,
+        staging: files.Staging,
+        start: int,
+        end: int,
+        priority: int,
+        hasher: OrderedMD5 | None,
+    ) -> None:
         data = await self._read(backend, info, start, end, priority)
         await self._write(_write_and_hash, staging, start, data, hasher)
 
     async def _write(self, fn: Callable[..., T], staging: files.Staging, *args: object) -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._io, fn, staging, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._io, fn, staging, *args)
         except OSError as e:
             if is_disk_full(e):
                 raise OverCapacityError(
                     f"the disk holding the cache is full ({e.strerror}); free space, or set "
-                    "--max-bytes / SHARDCACHE_MAX_BYTES below what the disk can hold") from e
+                    "--max-bytes / SHARDCACHE_MAX_BYTES below what the disk can hold"
+                ) from e
             raise
 
-    async def _read(self, backend: Backend, info: ObjectInfo, start: int, end: int,
-                    priority: int) -> bytes:
+    async def _read(
+        self, backend: Backend, info: ObjectInfo, start: int, end: int, priority: int
+    ) -> bytes:
         async def once() -> bytes:
             await self._slots.acquire(priority)
             try:
-                data = await asyncio.wait_for(backend.read(info, start, end),
-                                              self._config.read_timeout_s)
+                data = await asyncio.wait_for(
+                    backend.read(info, start, end), self._config.read_timeout_s
+                )
             except TimeoutError as e:
                 raise StalledError(
                     f"{info.key}: no complete answer within {self._config.read_timeout_s:g} s "
-                    f"for bytes {start}-{end}; the store is slow or unreachable") from e
+                    f"for bytes {start}-{end}; the store is slow or unreachable"
+                ) from e
             finally:
                 self._slots.release()
             self.bytes_read += len(data)
             if len(data) != end - start:
                 raise IntegrityError(
                     f"{info.key}: expected {end - start} bytes for range {start}-{end}, "
-                    f"received {len(data)} (connection cut short?)")
+                    f"received {len(data)} (connection cut short?)"
+                )
             return data
 
         async def counted() -> bytes:
@@ -233,8 +261,9 @@ class Downloader:
         return await with_retries(counted, self._config.retry, count)
 
 
-def _write_and_hash(staging: files.Staging, start: int, data: bytes,
-                    hasher: OrderedMD5 | None) -> None:
+def _write_and_hash(
+    staging: files.Staging, start: int, data: bytes, hasher: OrderedMD5 | None
+) -> None:
     files.write_part(staging, start, data)
     if hasher is not None:
         hasher.feed(start, data)
@@ -247,4 +276,5 @@ def check_integrity(info: ObjectInfo, md5: str, size: int) -> None:
     if info.checksum and info.checksum.algorithm == "md5" and info.checksum.value != md5:
         raise IntegrityError(
             f"{info.key}: MD5 checksum {md5} does not match the store's {info.checksum.value}; "
-            "the bytes were damaged in transit")
+            "the bytes were damaged in transit"
+        )

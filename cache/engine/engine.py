@@ -117,10 +117,15 @@ class Engine:
         self._fetcher.observers.append(observer)
 
     # -- datasets -------------------------------------------------------------------------
-    async def prefetch(self, ds: StoreURL, *, owner: str | None = None,
-                       progress: Callable[[Progress], None] | None = None,
-                       download: bool = True,
-                       shares: tuple[Partition | None, ...] = (None,)) -> PrefetchReport:
+    async def prefetch(
+        self,
+        ds: StoreURL,
+        *,
+        owner: str | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        download: bool = True,
+        shares: tuple[Partition | None, ...] = (None,),
+    ) -> PrefetchReport:
         """List the dataset `ds`, download what is missing (unless not `download`), publish,
         and report; `owner` also pins it. `progress` sees every step. With `shares`, only
         the union of those members' shares is downloaded (docs/partitions.md)."""
@@ -153,8 +158,9 @@ class Engine:
         known, _ = await self._store.call(self._store.known_info, url)
         return known
 
-    async def manifest(self, ds: StoreURL, *, after: str = "",
-                       limit: int = 10_000) -> ManifestPage | None:
+    async def manifest(
+        self, ds: StoreURL, *, after: str = "", limit: int = 10_000
+    ) -> ManifestPage | None:
         """Up to `limit` objects of the dataset's last listing after the key `after` (relative
         to its prefix), in key order; None while it has never been listed."""
         return await self._store.call(self._store.manifest_page, ds.as_dataset(), after, limit)
@@ -176,8 +182,12 @@ class Engine:
         if set(live) - set(known):  # listed for the first time: the index has no row yet
             pins = await self.pins()
             for url in set(live) - set(known):
-                known[url] = DatasetStatus(url, self.local_path(url), DatasetState.LISTING,
-                                           owners=tuple(o for u, o in pins if u == url))
+                known[url] = DatasetStatus(
+                    url,
+                    self.local_path(url),
+                    DatasetState.LISTING,
+                    owners=tuple(o for u, o in pins if u == url),
+                )
         for url, progress in live.items():
             known[url] = with_progress(known[url], progress)
         return [known[u] for u in sorted(known)]
@@ -206,8 +216,9 @@ class Engine:
         """Compare every row with its file and every file with the index (stat only), and
         remove what does not match (see adopt.py): the check a long-lived host runs once in
         the background after `open`."""
-        return await self._store.call(lambda: scan_full(self._store.layout, self._store.index,
-                                                        remove=True))
+        return await self._store.call(
+            lambda: scan_full(self._store.layout, self._store.index, remove=True)
+        )
 
     # -- owners ---------------------------------------------------------------------------
     async def pin(self, ds: StoreURL, owner: str) -> Path:
@@ -242,8 +253,7 @@ class Engine:
     async def write_status(self, status: DatasetStatus) -> None:
         """Replace `CACHE/status/DIGEST/status.json` with `status` (see statusfile.py)."""
         record = statusfile.status_record(status, time.time())
-        await self._fetcher.io(statusfile.write_status_file, self._store.layout, status.url,
-                               record)
+        await self._fetcher.io(statusfile.write_status_file, self._store.layout, status.url, record)
 
     # -- numbers --------------------------------------------------------------------------
     async def usage(self) -> Usage:
@@ -253,11 +263,19 @@ class Engine:
         """A frozen snapshot of this engine's counters."""
         t, d, s = self._tally, self._fetcher.downloader, self._store
         return EngineStats(
-            objects_downloaded=t.objects_downloaded, bytes_downloaded=t.bytes_downloaded,
-            evictions=s.evictions, evicted_bytes=s.evicted_bytes,
+            objects_downloaded=t.objects_downloaded,
+            bytes_downloaded=t.bytes_downloaded,
+            evictions=s.evictions,
+            evicted_bytes=s.evicted_bytes,
             integrity_failures=t.integrity_failures + d.integrity_failures,
-            read_through=t.read_through, object_retries=t.object_retries,
-            version_restarts=t.version_restarts, objects_failed=t.objects_failed,
-            disk_full=t.disk_full, bytes_read=d.bytes_read, retries=d.retries,
-            objects_queued=sum(max(0, p.objects_total - p.objects_done)
-                               for p in self._live.values()))
+            read_through=t.read_through,
+            object_retries=t.object_retries,
+            version_restarts=t.version_restarts,
+            objects_failed=t.objects_failed,
+            disk_full=t.disk_full,
+            bytes_read=d.bytes_read,
+            retries=d.retries,
+            objects_queued=sum(
+                max(0, p.objects_total - p.objects_done) for p in self._live.values()
+            ),
+        )

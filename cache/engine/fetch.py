@@ -103,8 +103,9 @@ class Fetcher:
         self._backends = backends
         self._tally = tally
         self._inflight: dict[tuple[str, str], asyncio.Future[FetchResult]] = {}
-        self._io = ThreadPoolExecutor(max(8, config.max_concurrency // 2),
-                                      thread_name_prefix="shardcache-io")
+        self._io = ThreadPoolExecutor(
+            max(8, config.max_concurrency // 2), thread_name_prefix="shardcache-io"
+        )
         slots = PrioritySemaphore(config.max_concurrency + ON_DEMAND_SLOTS, ON_DEMAND_SLOTS)
         self.downloader = Downloader(config, slots, self._io)
         self.observers: list[DownloadObserver] = []
@@ -120,10 +121,14 @@ class Fetcher:
         backend = await self._backends.get(url)
         return await with_retries(lambda: backend.stat(url.path), self._config.retry)
 
-    async def ensure_current(self, url: StoreURL, info: ObjectInfo, priority: int,
-                             protect: Protect,
-                             on_new_version: Callable[[ObjectInfo], Awaitable[None]] | None = None,
-                             ) -> FetchResult:
+    async def ensure_current(
+        self,
+        url: StoreURL,
+        info: ObjectInfo,
+        priority: int,
+        protect: Protect,
+        on_new_version: Callable[[ObjectInfo], Awaitable[None]] | None = None,
+    ) -> FetchResult:
         """`ensure`, starting over on the object's new version each time it is replaced
         while being downloaded, as far as the restart budget of `Retry` goes."""
         retry: Retry | None = self._config.retry
@@ -140,8 +145,9 @@ class Fetcher:
             if on_new_version is not None:
                 await on_new_version(info)
 
-    async def ensure(self, url: StoreURL, info: ObjectInfo, priority: int,
-                     protect: Protect) -> FetchResult:
+    async def ensure(
+        self, url: StoreURL, info: ObjectInfo, priority: int, protect: Protect
+    ) -> FetchResult:
         """Make `info` local (once, however many callers ask at the same time)."""
         slot = (url.store, info.key)
         if slot in self._inflight:
@@ -160,8 +166,9 @@ class Fetcher:
         fut.set_result(result)
         return result
 
-    async def _ensure_locked(self, url: StoreURL, info: ObjectInfo, priority: int,
-                             protect: Protect) -> FetchResult:
+    async def _ensure_locked(
+        self, url: StoreURL, info: ObjectInfo, priority: int, protect: Protect
+    ) -> FetchResult:
         layout = self._store.layout
         path = files.path_of(layout, layout.store_segments(url), info.key)
         # The lock comes first (one open and one fcntl, no thread hop); then one trip to the
@@ -172,8 +179,9 @@ class Fetcher:
             rid = uuid.uuid4().hex
             started = time.monotonic()
             try:
-                state = await self._store.call(self._store.check_and_reserve, rid, url, info,
-                                               protect)
+                state = await self._store.call(
+                    self._store.check_and_reserve, rid, url, info, protect
+                )
             except BaseException:  # cancelled while the thread may have reserved
                 await asyncio.shield(self._store.call(self._store.drop_reservation, rid))
                 raise
@@ -195,8 +203,9 @@ class Fetcher:
             observe(url, info.size, time.monotonic() - started)
         return FetchResult(info.key, path, downloaded=True, size=info.size)
 
-    async def _download_and_publish(self, url: StoreURL, info: ObjectInfo, rid: str,
-                                    priority: int) -> None:
+    async def _download_and_publish(
+        self, url: StoreURL, info: ObjectInfo, rid: str, priority: int
+    ) -> None:
         """Download into one staging file, in rounds that keep the parts already verified
         (see download.py), then publish; the staging file is discarded on any failure."""
         backend = await self._backends.get(url)
@@ -209,8 +218,9 @@ class Fetcher:
         try:
             while True:
                 try:
-                    fin = await self.downloader.fetch_into(backend, info, staging, priority,
-                                                           tracker)
+                    fin = await self.downloader.fetch_into(
+                        backend, info, staging, priority, tracker
+                    )
                     check_integrity(info, fin.md5, fin.size)
                     break
                 except CacheError as e:
@@ -223,8 +233,7 @@ class Fetcher:
             raise
         await self._publish(url, info, staging, fin, rid)
 
-    def _another_round(self, error: CacheError, retry: Retry,
-                       tracker: PartTracker) -> Retry | None:
+    def _another_round(self, error: CacheError, retry: Retry, tracker: PartTracker) -> Retry | None:
         """The budget for another round of an object whose round failed with `error`."""
         mismatch = isinstance(error, IntegrityError) and not tracker.missing()
         if mismatch and not isinstance(error, VersionChangedError):
@@ -236,8 +245,9 @@ class Fetcher:
             self._tally.object_retries += 1
         return after
 
-    async def _publish(self, url: StoreURL, info: ObjectInfo, staging: files.Staging,
-                       fin: files.Finished, rid: str) -> None:
+    async def _publish(
+        self, url: StoreURL, info: ObjectInfo, staging: files.Staging, fin: files.Finished, rid: str
+    ) -> None:
         store, layout = self._store, self._store.layout
         segments = layout.store_segments(url)
         try:
@@ -252,5 +262,6 @@ class Fetcher:
                 raise CacheError(
                     f"{url}: cannot publish to {files.path_of(layout, segments, info.key)}: "
                     f"{e.strerror}; something other than a plain directory is in the way (run "
-                    "`shardcache verify`)") from e
+                    "`shardcache verify`)"
+                ) from e
             raise

@@ -23,8 +23,9 @@ _LOCK_SPACE = 1 << 30
 
 
 def lock_offset(store: str, key: str) -> int:
-    digest = hashlib.blake2b(f"{store}\x00{key}".encode("utf-8", "surrogatepass"),
-                             digest_size=8).digest()
+    digest = hashlib.blake2b(
+        f"{store}\x00{key}".encode("utf-8", "surrogatepass"), digest_size=8
+    ).digest()
     return int.from_bytes(digest, "big") % _LOCK_SPACE
 
 

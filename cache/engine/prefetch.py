@@ -72,8 +72,9 @@ class _Run:
             self.objects_downloaded += 1
             self.bytes_downloaded += info.size
         local = outcome in (Outcome.DOWNLOADED, Outcome.LOCAL)
-        self.progress = self.progress.add(objects=1, nbytes=info.size if local else 0,
-                                          failed=int(outcome is Outcome.FAILED))
+        self.progress = self.progress.add(
+            objects=1, nbytes=info.size if local else 0, failed=int(outcome is Outcome.FAILED)
+        )
         self.report(self.progress)
 
 
@@ -86,9 +87,14 @@ class Prefetcher:
         self._fetcher = fetcher
         self._tally = tally
 
-    async def run(self, ds: StoreURL, owner: str | None, report: Callable[[Progress], None],
-                  download: bool, shares: Sequence[Partition | None] = (None,),
-                  ) -> PrefetchReport:
+    async def run(
+        self,
+        ds: StoreURL,
+        owner: str | None,
+        report: Callable[[Progress], None],
+        download: bool,
+        shares: Sequence[Partition | None] = (None,),
+    ) -> PrefetchReport:
         """List `ds`, download what is missing of the union of `shares` (None: the whole
         dataset; a Partition: that member's share, see shardcache.partition), report."""
         started = time.monotonic()
@@ -106,27 +112,44 @@ class Prefetcher:
         # not local yet keep the dataset from being complete after this run
         local_outside = len(local) - (len(wanted) - len(todo))
         unplanned = len(objects) - len(wanted) - local_outside
-        run = _Run(ds, Progress(url, len(objects), sum(o.size for o in objects),
-                                objects_done=len(local),
-                                bytes_done=sum(o.size for o in objects if o.key in local),
-                                started_at=time.time()), report)
+        run = _Run(
+            ds,
+            Progress(
+                url,
+                len(objects),
+                sum(o.size for o in objects),
+                objects_done=len(local),
+                bytes_done=sum(o.size for o in objects if o.key in local),
+                started_at=time.time(),
+            ),
+            report,
+        )
         report(run.progress)
         if download and todo:
             try:
                 await self._download_all(run, todo)
             except asyncio.CancelledError:
                 # SIGTERM or an abandoned request: say so in status instead of "downloading"
-                await asyncio.shield(store.call(store.set_state, ds, DatasetState.INTERRUPTED,
-                                                _errors(run.failed, refused)))
+                await asyncio.shield(
+                    store.call(
+                        store.set_state, ds, DatasetState.INTERRUPTED, _errors(run.failed, refused)
+                    )
+                )
                 raise
-        await self._settle(run, _final_state(run, refused, download, todo, unplanned > 0),
-                           refused)
+        await self._settle(run, _final_state(run, refused, download, todo, unplanned > 0), refused)
         return PrefetchReport(
-            url=url, local_dir=local_dir, objects_total=len(objects),
+            url=url,
+            local_dir=local_dir,
+            objects_total=len(objects),
             bytes_total=sum(o.size for o in objects),
-            objects_downloaded=run.objects_downloaded, bytes_downloaded=run.bytes_downloaded,
-            objects_already_local=len(local), refused=refused, failed=run.failed,
-            not_cached=run.not_cached, seconds=time.monotonic() - started)
+            objects_downloaded=run.objects_downloaded,
+            bytes_downloaded=run.bytes_downloaded,
+            objects_already_local=len(local),
+            refused=refused,
+            failed=run.failed,
+            not_cached=run.not_cached,
+            seconds=time.monotonic() - started,
+        )
 
     async def _list(self, ds: StoreURL) -> tuple[list[ObjectInfo], list[keymap.KeyRefusal]]:
         """The dataset's objects whose keys can be paths, and the refused ones."""
@@ -136,15 +159,17 @@ class Prefetcher:
             # (backends/parallel_list.py): retrying the whole listing too would multiply
             listing = await backend.list_objects(ds.prefix)
         else:
-            listing = await with_retries(lambda: backend.list_objects(ds.prefix),
-                                         self._store.config.retry)
+            listing = await with_retries(
+                lambda: backend.list_objects(ds.prefix), self._store.config.retry
+            )
         accepted, refused = keymap.plan_paths(o.key for o in listing)
         ok = set(accepted)
         # sorted: the shares of a partition are ranges of the sorted keys
         return sorted((o for o in listing if o.key in ok), key=lambda o: o.key), refused
 
-    async def _settle(self, run: _Run, final: DatasetState,
-                      refused: list[keymap.KeyRefusal]) -> None:
+    async def _settle(
+        self, run: _Run, final: DatasetState, refused: list[keymap.KeyRefusal]
+    ) -> None:
         """Store the run's final state and errors."""
         store = self._store
         try:
@@ -154,9 +179,15 @@ class Prefetcher:
                 raise
             # the disk is full: the files that were published stand, and the report is still
             # the truth; only the dataset's stored state could not be updated
-            run.failed.append(Failure(str(run.ds), "over_capacity", "the disk holding the "
-                                      "cache is full; the dataset's state in the index could "
-                                      "not be updated"))
+            run.failed.append(
+                Failure(
+                    str(run.ds),
+                    "over_capacity",
+                    "the disk holding the "
+                    "cache is full; the dataset's state in the index could "
+                    "not be updated",
+                )
+            )
 
     async def _download_all(self, run: _Run, todo: list[ObjectInfo]) -> None:
         protect = ((run.ds.store, run.ds.prefix),)
@@ -181,8 +212,9 @@ class Prefetcher:
             await store.call(store.update_manifest_row, run.ds, new)
 
         try:
-            result = await self._fetcher.ensure_current(run.ds.child(info.key), info,
-                                                        PRIORITY_PREFETCH, protect, new_version)
+            result = await self._fetcher.ensure_current(
+                run.ds.child(info.key), info, PRIORITY_PREFETCH, protect, new_version
+            )
         except Exception as e:  # one object's failure must not stop the others
             self._tally.objects_failed += 1
             if isinstance(e, OverCapacityError):
@@ -200,8 +232,13 @@ def _errors(failed: list[Failure], refused: list[keymap.KeyRefusal]) -> list[Fai
     return [*failed, *(Failure(r.key, "unsafe_key", r.reason) for r in refused)]
 
 
-def _final_state(run: _Run, refused: list[keymap.KeyRefusal], download: bool,
-                 todo: list[ObjectInfo], outside_shares: bool = False) -> DatasetState:
+def _final_state(
+    run: _Run,
+    refused: list[keymap.KeyRefusal],
+    download: bool,
+    todo: list[ObjectInfo],
+    outside_shares: bool = False,
+) -> DatasetState:
     if run.failed:
         return DatasetState.FAILED
     if run.not_cached or refused or (todo and not download) or outside_shares:

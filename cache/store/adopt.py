@@ -71,7 +71,10 @@ def scan_full(layout: Layout, index: Index, *, remove: bool) -> AdoptReport:
         if st is None:
             report.missing.append(str(url.child(entry.key)))
         elif not stat.S_ISREG(st.st_mode) or (st.st_ino, st.st_size, st.st_mtime_ns) != (
-                entry.ino, entry.size, entry.mtime_ns):
+            entry.ino,
+            entry.size,
+            entry.mtime_ns,
+        ):
             report.changed.append(str(url.child(entry.key)))
         else:
             report.adopted += 1

@@ -42,8 +42,11 @@ class Finished:
 
 def create_staging(layout: Layout) -> Staging:
     name = f"{uuid.uuid4().hex}.part"
-    fd = os.open(layout.staging_dir / name,
-                 os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(
+        layout.staging_dir / name,
+        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+    )
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return Staging(fd, name)
 
@@ -119,8 +122,10 @@ def publish(layout: Layout, staging: Staging, segments: list[str], key: str) -> 
     in the way; the staging file is then left for the caller to discard.
     """
     *dirs, base = key.split("/")
-    with open_dir(layout.data_dir, segments + dirs, create=True) as parent, \
-            open_dir(layout.staging_dir, [], create=False) as staging_dir:
+    with (
+        open_dir(layout.data_dir, segments + dirs, create=True) as parent,
+        open_dir(layout.staging_dir, [], create=False) as staging_dir,
+    ):
         os.rename(staging.name, base, src_dir_fd=staging_dir, dst_dir_fd=parent)
     close(staging)
 

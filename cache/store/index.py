@@ -80,8 +80,17 @@ class DatasetRow:
 
 
 def _dataset_row(r: tuple[Any, ...]) -> DatasetRow:
-    return DatasetRow(url=r[0], store=r[1], prefix=r[2], listed_at=r[3], objects_total=r[4],
-                      bytes_total=r[5], state=r[6], errors=json.loads(r[7]), last_used=r[8])
+    return DatasetRow(
+        url=r[0],
+        store=r[1],
+        prefix=r[2],
+        listed_at=r[3],
+        objects_total=r[4],
+        bytes_total=r[5],
+        state=r[6],
+        errors=json.loads(r[7]),
+        last_used=r[8],
+    )
 
 
 #: how long a statement waits for another process's lock on the index
@@ -122,8 +131,9 @@ class Index:
         #: this process's pid and start time, the owner written on its reservations
         self._me = (0, 0)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE where it matters)
-        self._db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
-                                   check_same_thread=False)
+        self._db = sqlite3.connect(
+            path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
         try:
             self._setup()
         except sqlite3.DatabaseError as e:
@@ -133,7 +143,8 @@ class Index:
             # a damaged index cannot be checked, so nothing it says may be trusted
             raise CacheStateError(
                 f"the cache index {path} is damaged ({e}); remove the cache directory "
-                f"{path.parent} to start afresh") from e
+                f"{path.parent} to start afresh"
+            ) from e
 
     def _setup(self) -> None:
         """WAL mode and the schema. Switching a fresh file to WAL takes an exclusive lock and
@@ -177,7 +188,8 @@ class Index:
     # -- objects ------------------------------------------------------------------------
     def get(self, store: str, key: str) -> Entry | None:
         row = self._db.execute(
-            "SELECT * FROM objects WHERE store=? AND key=?", (store, key)).fetchone()
+            "SELECT * FROM objects WHERE store=? AND key=?", (store, key)
+        ).fetchone()
         return Entry(*row) if row else None
 
     def entries(self, store: str | None = None, prefix: str = "") -> Iterator[Entry]:
@@ -186,7 +198,8 @@ class Index:
         else:
             cur = self._db.execute(
                 "SELECT * FROM objects WHERE store=? AND key>=? AND key<? ORDER BY key",
-                (store, prefix, prefix + "\U0010ffff"))
+                (store, prefix, prefix + "\U0010ffff"),
+            )
         for row in cur:
             yield Entry(*row)
 
@@ -194,8 +207,9 @@ class Index:
         """Every row in (store, key) order, `batch` rows in memory at a time."""
         after = ("", "")
         while rows := self._db.execute(
-                "SELECT * FROM objects WHERE (store, key) > (?, ?) ORDER BY store, key LIMIT ?",
-                (*after, batch)).fetchall():
+            "SELECT * FROM objects WHERE (store, key) > (?, ?) ORDER BY store, key LIMIT ?",
+            (*after, batch),
+        ).fetchall():
             for row in rows:
                 yield Entry(*row)
             after = (rows[-1][0], rows[-1][1])
@@ -206,7 +220,8 @@ class Index:
         rows = self._db.execute(
             "SELECT substr(key, ?) FROM objects WHERE store=? AND key>=? AND key<? "
             "AND instr(substr(key, ?), '/') = 0",
-            (start, store, prefix, prefix + "\U0010ffff", start)).fetchall()
+            (start, store, prefix, prefix + "\U0010ffff", start),
+        ).fetchall()
         return {r[0] for r in rows}
 
     def put_pending(self, store: str, info: ObjectInfo, md5: str, ino: int, mtime_ns: int) -> None:
@@ -214,7 +229,8 @@ class Index:
         self._remove_row(store, info.key)
         self._db.execute(
             "INSERT INTO objects VALUES (?,?,?,?,?,?,?,'pending',?)",
-            (store, info.key, info.version, info.size, md5, ino, mtime_ns, time.time()))
+            (store, info.key, info.version, info.size, md5, ino, mtime_ns, time.time()),
+        )
         self._add_bytes(info.size)
 
     def mark_ready(self, store: str, key: str) -> None:
@@ -233,7 +249,8 @@ class Index:
 
     def _remove_row(self, store: str, key: str) -> None:
         row = self._db.execute(
-            "SELECT size FROM objects WHERE store=? AND key=?", (store, key)).fetchone()
+            "SELECT size FROM objects WHERE store=? AND key=?", (store, key)
+        ).fetchone()
         if row:
             self._db.execute("DELETE FROM objects WHERE store=? AND key=?", (store, key))
             self._add_bytes(-row[0])
@@ -246,11 +263,14 @@ class Index:
         if after is None:
             cur = self._db.execute(
                 "SELECT * FROM objects WHERE state='ready' ORDER BY atime, store, key LIMIT ?",
-                (batch,))
+                (batch,),
+            )
         else:
             cur = self._db.execute(
                 "SELECT * FROM objects WHERE state='ready' AND (atime, store, key) > (?,?,?) "
-                "ORDER BY atime, store, key LIMIT ?", (*after, batch))
+                "ORDER BY atime, store, key LIMIT ?",
+                (*after, batch),
+            )
         return [Entry(*r) for r in cur]
 
     # -- capacity -----------------------------------------------------------------------
@@ -281,41 +301,56 @@ class Index:
         return len(dead)
 
     # -- datasets, manifests, pins ------------------------------------------------------
-    def save_manifest(self, url: str, store: str, prefix: str, objects: list[ObjectInfo],
-                      when: float) -> None:
+    def save_manifest(
+        self, url: str, store: str, prefix: str, objects: list[ObjectInfo], when: float
+    ) -> None:
         self._db.execute("DELETE FROM manifest WHERE url=?", (url,))
         self._db.executemany(
             "INSERT INTO manifest VALUES (?,?,?,?,?)",
-            [(url, o.key, o.size, o.version, o.checksum.value if o.checksum else None)
-             for o in objects])
+            [
+                (url, o.key, o.size, o.version, o.checksum.value if o.checksum else None)
+                for o in objects
+            ],
+        )
         self._db.execute(
             "INSERT INTO datasets(url, store, prefix, listed_at, objects_total, bytes_total, "
             "state, last_used) VALUES (?,?,?,?,?,?,'listed',?) ON CONFLICT(url) DO UPDATE SET "
             "listed_at=excluded.listed_at, objects_total=excluded.objects_total, "
             "bytes_total=excluded.bytes_total, last_used=excluded.last_used",
-            (url, store, prefix, when, len(objects), sum(o.size for o in objects), when))
+            (url, store, prefix, when, len(objects), sum(o.size for o in objects), when),
+        )
 
     def manifest_info(self, store: str, key: str) -> tuple[str, int, str, str | None] | None:
         row = self._db.execute(
             "SELECT m.key, m.size, m.version, m.md5 FROM manifest m JOIN datasets d "
-            "ON d.url = m.url WHERE m.key=? AND d.store=? LIMIT 1", (key, store)).fetchone()
+            "ON d.url = m.url WHERE m.key=? AND d.store=? LIMIT 1",
+            (key, store),
+        ).fetchone()
         return tuple(row) if row else None  # type: ignore[return-value]
 
     def manifest_page(self, url: str, after: str, limit: int) -> list[tuple[str, int]]:
         """(key, size) of the dataset's manifest in key order, `limit` keys after `after`."""
         return self._db.execute(
             "SELECT key, size FROM manifest WHERE url=? AND key>? ORDER BY key LIMIT ?",
-            (url, after, limit)).fetchall()
+            (url, after, limit),
+        ).fetchall()
 
     def update_manifest_row(self, url: str, info: ObjectInfo) -> None:
         self._db.execute(
             "UPDATE manifest SET size=?, version=?, md5=? WHERE url=? AND key=?",
-            (info.size, info.version, info.checksum.value if info.checksum else None, url,
-             info.key))
+            (
+                info.size,
+                info.version,
+                info.checksum.value if info.checksum else None,
+                url,
+                info.key,
+            ),
+        )
 
     def set_dataset_state(self, url: str, state: str, errors: list[dict[str, str]]) -> None:
-        self._db.execute("UPDATE datasets SET state=?, errors=? WHERE url=?",
-                         (state, json.dumps(errors), url))
+        self._db.execute(
+            "UPDATE datasets SET state=?, errors=? WHERE url=?", (state, json.dumps(errors), url)
+        )
 
     def datasets(self) -> list[DatasetRow]:
         rows = self._db.execute("SELECT * FROM datasets ORDER BY url").fetchall()
@@ -330,11 +365,14 @@ class Index:
         row = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(m.size),0) FROM manifest m JOIN datasets d "
             "ON d.url = m.url JOIN objects o ON o.store = d.store AND o.key = m.key "
-            "AND o.version = m.version AND o.state='ready' WHERE m.url=?", (url,)).fetchone()
+            "AND o.version = m.version AND o.state='ready' WHERE m.url=?",
+            (url,),
+        ).fetchone()
         return int(row[0]), int(row[1])
 
-    def range_totals(self, url: str, store: str, start: int, stop: int
-                     ) -> tuple[int, int, int, int]:
+    def range_totals(
+        self, url: str, store: str, start: int, stop: int
+    ) -> tuple[int, int, int, int]:
         """Objects and bytes of the manifest's keys [start, stop) in key order (a partition's
         share; the primary key keeps them sorted), and how many of those are local."""
         row = self._db.execute(
@@ -342,7 +380,9 @@ class Index:
             "COALESCE(SUM(CASE WHEN o.key IS NULL THEN 0 ELSE m.size END),0) FROM "
             "(SELECT key, size, version FROM manifest WHERE url=? ORDER BY key LIMIT ? OFFSET ?) m "
             "LEFT JOIN objects o ON o.store=? AND o.key=m.key AND o.version=m.version "
-            "AND o.state='ready'", (url, max(0, stop - start), start, store)).fetchone()
+            "AND o.state='ready'",
+            (url, max(0, stop - start), start, store),
+        ).fetchone()
         return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
     def forget_dataset(self, url: str) -> None:

@@ -106,7 +106,8 @@ class Layout:
             if self.index_path.exists() and not self.format_path.exists():
                 raise CacheStateError(
                     f"{self.root} has an index but no FORMAT file, so its on-disk format is "
-                    "unknown; remove the cache directory to start afresh") from None
+                    "unknown; remove the cache directory to start afresh"
+                ) from None
             if self.format_path.exists():
                 return self._check_format()  # the other process's: check what it says
             _write_format(self.root, self.format_path)

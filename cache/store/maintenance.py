@@ -40,12 +40,20 @@ def statuses(store: Store, ds: StoreURL | None) -> list[DatasetStatus]:
             continue
         n_local, b_local = idx.local_totals(row.url)
         url = parse_url(row.url)
-        out.append(DatasetStatus(
-            url=url, local_dir=store.layout.dataset_dir(url),
-            state=DatasetState.parse(row.state), objects_total=row.objects_total,
-            objects_local=n_local, bytes_total=row.bytes_total, bytes_local=b_local,
-            owners=tuple(owners.get(row.url, ())),
-            errors=tuple(Failure.from_json(e) for e in row.errors), listed_at=row.listed_at))
+        out.append(
+            DatasetStatus(
+                url=url,
+                local_dir=store.layout.dataset_dir(url),
+                state=DatasetState.parse(row.state),
+                objects_total=row.objects_total,
+                objects_local=n_local,
+                bytes_total=row.bytes_total,
+                bytes_local=b_local,
+                owners=tuple(owners.get(row.url, ())),
+                errors=tuple(Failure.from_json(e) for e in row.errors),
+                listed_at=row.listed_at,
+            )
+        )
     return out
 
 
@@ -67,8 +75,9 @@ def verify(store: Store, ds: StoreURL | None, repair: bool = True) -> VerifyRepo
     for entry in entries:
         report.checked += 1
         target = parse_url(entry.store + "/")
-        problem = _check_file(store, target, entry.key, entry.size, entry.md5,
-                              (entry.ino, entry.mtime_ns))
+        problem = _check_file(
+            store, target, entry.key, entry.size, entry.md5, (entry.ino, entry.mtime_ns)
+        )
         if problem is None:
             report.ok += 1
             continue
@@ -83,8 +92,9 @@ def verify(store: Store, ds: StoreURL | None, repair: bool = True) -> VerifyRepo
     return VerifyReport(report.checked, report.ok, report.corrupt, report.missing, report.stray)
 
 
-def _check_file(store: Store, url: StoreURL, key: str, size: int, md5: str | None,
-                ident: tuple[int, int]) -> str | None:
+def _check_file(
+    store: Store, url: StoreURL, key: str, size: int, md5: str | None, ident: tuple[int, int]
+) -> str | None:
     segments = store.layout.store_segments(url)
     st = files.stat_published(store.layout, segments, key)
     if st is None:
@@ -121,8 +131,9 @@ def _dataset_strays(store: Store, ds: StoreURL, report: _Found, repair: bool) ->
     base = "/".join(segments[2:])
     try:
         with open_dir(data, segments, create=False) as top:
-            for rel, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top,
-                                                              follow_symlinks=False):
+            for rel, dirnames, filenames, dir_fd in os.fwalk(
+                ".", dir_fd=top, follow_symlinks=False
+            ):
                 links = [d for d in dirnames if _is_link(dir_fd, d)]
                 for name in filenames + links:
                     key = os.path.normpath(os.path.join(base, rel, name))
@@ -146,7 +157,8 @@ def evict(store: Store, ds: StoreURL, force: bool = False) -> tuple[int, int]:
         if owners and not force:
             raise CacheError(
                 f"{ds} is in use by {', '.join(owners[:5])}; it is evicted once they release it "
-                "(or pass --force)")
+                "(or pass --force)"
+            )
         removed = (0, 0)
         for entry in list(idx.entries(ds.store, ds.prefix)):
             store.evict_object(entry.store, entry.key)

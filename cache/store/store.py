@@ -111,13 +111,17 @@ class Store:
             return False
         st = files.stat_published(self.layout, self.layout.store_segments(url), info.key)
         return st is not None and (st.st_ino, st.st_size, st.st_mtime_ns) == (
-            entry.ino, entry.size, entry.mtime_ns)
+            entry.ino,
+            entry.size,
+            entry.mtime_ns,
+        )
 
     def local_keys(self, url: StoreURL, infos: Sequence[ObjectInfo]) -> set[str]:
         return {i.key for i in infos if self.is_local(url, i)}
 
-    def check_and_reserve(self, rid: str, url: StoreURL, info: ObjectInfo,
-                          protect: Protect) -> Reservation:
+    def check_and_reserve(
+        self, rid: str, url: StoreURL, info: ObjectInfo, protect: Protect
+    ) -> Reservation:
         """One trip: is a valid copy published, else reserve room for a download."""
         if self.is_local(url, info):
             return Reservation.LOCAL
@@ -135,8 +139,7 @@ class Store:
             if not is_disk_full(e):
                 raise
 
-    def record_pending(self, store: str, info: ObjectInfo, fin: files.Finished,
-                       rid: str) -> None:
+    def record_pending(self, store: str, info: ObjectInfo, fin: files.Finished, rid: str) -> None:
         with self.transaction() as idx:
             idx.put_pending(store, info, fin.md5, fin.ino, fin.mtime_ns)
             idx.drop_reservation(rid)
@@ -144,8 +147,9 @@ class Store:
     def mark_ready(self, store: str, key: str) -> None:
         self.index.mark_ready(store, key)
 
-    def publish(self, url: StoreURL, info: ObjectInfo, fin: files.Finished, rid: str,
-                staging: files.Staging) -> None:
+    def publish(
+        self, url: StoreURL, info: ObjectInfo, fin: files.Finished, rid: str, staging: files.Staging
+    ) -> None:
         """Record a finished download as pending, rename it into the mirror and mark it ready:
         the same three steps in the same order, each committed before the next, in one trip
         to the index thread. As three trips (the rename on an I/O thread) they were two more
@@ -182,8 +186,11 @@ class Store:
         return ObjectInfo(key, size, version, Checksum("md5", md5) if md5 else None)
 
     def _covering_datasets(self, url: StoreURL) -> Protect:
-        return tuple((d.store, d.prefix) for d in self.index.datasets()
-                     if d.store == url.store and url.path.startswith(d.prefix))
+        return tuple(
+            (d.store, d.prefix)
+            for d in self.index.datasets()
+            if d.store == url.store and url.path.startswith(d.prefix)
+        )
 
     # -- capacity -------------------------------------------------------------------------
     def usage(self) -> Usage:
@@ -192,8 +199,9 @@ class Store:
         return Usage(self.index.published_bytes(), self.index.reserved_bytes(), free, total)
 
     def _protection(self, requester: Protect) -> Protection:
-        pinned = tuple((u.store, u.prefix) for u in
-                       (parse_url(url) for url, _ in self.index.pins()))
+        pinned = tuple(
+            (u.store, u.prefix) for u in (parse_url(url) for url, _ in self.index.pins())
+        )
         return Protection(pinned=pinned, requester=requester)
 
     def _reserve(self, rid: str, size: int, requester: Protect) -> bool:
@@ -205,8 +213,13 @@ class Store:
             if size <= room and files_short <= 0:
                 victims: list[Candidate] | None = []
             else:
-                victims = choose_victims(size, room, self._candidates(),
-                                         self._protection(requester), files_short=files_short)
+                victims = choose_victims(
+                    size,
+                    room,
+                    self._candidates(),
+                    self._protection(requester),
+                    files_short=files_short,
+                )
             if victims is None:
                 idx.rollback()
                 return False
@@ -229,12 +242,18 @@ class Store:
             for v in result.victims:
                 self.evict_object(v.store, v.key)
         if result.victims:
-            log.info("trimmed %d objects (%d bytes) to fit the budget", len(result.victims),
-                     sum(v.size for v in result.victims))
+            log.info(
+                "trimmed %d objects (%d bytes) to fit the budget",
+                len(result.victims),
+                sum(v.size for v in result.victims),
+            )
         if result.bytes_over or result.files_over:
-            log.warning("the cache stays over its budget by %d bytes and %d files: all of it "
-                        "is pinned by running pods or owners", result.bytes_over,
-                        result.files_over)
+            log.warning(
+                "the cache stays over its budget by %d bytes and %d files: all of it "
+                "is pinned by running pods or owners",
+                result.bytes_over,
+                result.files_over,
+            )
         return result
 
     def _candidates(self) -> Iterator[Candidate]:
@@ -246,8 +265,9 @@ class Store:
             after = (last.atime, last.store, last.key)
 
     # -- datasets -------------------------------------------------------------------------
-    def record_listing(self, ds: StoreURL, objects: Sequence[ObjectInfo],
-                       owner: str | None) -> None:
+    def record_listing(
+        self, ds: StoreURL, objects: Sequence[ObjectInfo], owner: str | None
+    ) -> None:
         """Save the manifest and drop local files whose keys no longer exist remotely."""
         url = str(ds)
         with self.transaction() as idx:
@@ -261,8 +281,7 @@ class Store:
                 self.evict_object(ds.store, key)
 
     def set_state(self, ds: StoreURL, state: DatasetState, errors: Sequence[Failure]) -> None:
-        self.index.set_dataset_state(str(ds), state.value,
-                                     [e.as_json() for e in errors[:1000]])
+        self.index.set_dataset_state(str(ds), state.value, [e.as_json() for e in errors[:1000]])
 
     def manifest_page(self, ds: StoreURL, after: str, limit: int) -> ManifestPage | None:
         """Up to `limit` objects of the dataset's manifest after the key `after` (relative to
@@ -273,8 +292,9 @@ class Store:
         rows = self.index.manifest_page(str(ds), ds.prefix + after, limit)
         cut = len(ds.prefix)
         objects = tuple((key[cut:], size) for key, size in rows)
-        return ManifestPage(ds, row.objects_total, objects,
-                            objects[-1][0] if len(objects) == limit else None)
+        return ManifestPage(
+            ds, row.objects_total, objects, objects[-1][0] if len(objects) == limit else None
+        )
 
     def share_status(self, ds: StoreURL, share: Partition) -> ShareStatus:
         """How much of member `share`'s part of the dataset's manifest is local (shares are
@@ -284,8 +304,9 @@ class Store:
             return ShareStatus(share, listed=False)
         start, stop = share.bounds(row.objects_total)
         n, nbytes, n_local, b_local = self.index.range_totals(str(ds), ds.store, start, stop)
-        return ShareStatus(share, objects_total=n, objects_local=n_local, bytes_total=nbytes,
-                           bytes_local=b_local)
+        return ShareStatus(
+            share, objects_total=n, objects_local=n_local, bytes_total=nbytes, bytes_local=b_local
+        )
 
     def update_manifest_row(self, ds: StoreURL, info: ObjectInfo) -> None:
         self.index.update_manifest_row(str(ds), info)
@@ -301,7 +322,8 @@ class Store:
                 f"cannot use {self.layout.dataset_dir(ds)} as the directory of {ds}: "
                 f"{e.strerror}; a symbolic link or a file is in the way. Run `shardcache "
                 "verify` (it removes links and files that are not the cache's), then prefetch "
-                "again") from e
+                "again"
+            ) from e
         return self.layout.dataset_dir(ds)
 
     def pin(self, ds: StoreURL, owner: str) -> None:
@@ -315,5 +337,6 @@ class Store:
 
     def covers(self, url: StoreURL) -> bool:
         """Whether the object `url` lies inside a dataset that some owner has pinned."""
-        return any(ds.store == url.store and url.path.startswith(ds.prefix)
-                   for ds, _ in self.pins())
+        return any(
+            ds.store == url.store and url.path.startswith(ds.prefix) for ds, _ in self.pins()
+        )

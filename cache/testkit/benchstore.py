@@ -24,8 +24,11 @@ class Endpoint:
     def s3_options(self) -> dict[str, object]:
         """`Config.backend_options["s3"]` that point the engine here, without touching the
         process environment (subprocesses get `env` instead)."""
-        return {"key": self.env["AWS_ACCESS_KEY_ID"], "secret": self.env["AWS_SECRET_ACCESS_KEY"],
-                "client_kwargs": {"endpoint_url": self.url, "region_name": "us-east-1"}}
+        return {
+            "key": self.env["AWS_ACCESS_KEY_ID"],
+            "secret": self.env["AWS_SECRET_ACCESS_KEY"],
+            "client_kwargs": {"endpoint_url": self.url, "region_name": "us-east-1"},
+        }
 
 
 class BenchStore:
@@ -49,15 +52,20 @@ class BenchStore:
             env = self._s3.env()
             self.direct = Endpoint("direct (no proxy)", self._s3.endpoint_url, env)
             self._proxy = ProxyProcess(self._s3.endpoint_url, self.proxy_config).__enter__()
-            self.cloud = Endpoint("cloud-like proxy", self._proxy.url,
-                                  dict(env, AWS_ENDPOINT_URL=self._proxy.url))
+            self.cloud = Endpoint(
+                "cloud-like proxy", self._proxy.url, dict(env, AWS_ENDPOINT_URL=self._proxy.url)
+            )
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._proxy is not None:
             self._proxy.__exit__(None, None, None)
             self._proxy = None

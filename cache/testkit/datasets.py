@@ -27,16 +27,20 @@ class DatasetSpec:
     def describe(self) -> str:
         total = sum(self.sizes[i % len(self.sizes)] for i in range(self.files))
         lo, hi = min(self.sizes), max(self.sizes)
-        span = f"{lo / KiB:.0f}-{hi / KiB:.0f} KiB" if hi < MiB else (
-            f"{lo / MiB:.0f}-{hi / MiB:.0f} MiB")
+        span = (
+            f"{lo / KiB:.0f}-{hi / KiB:.0f} KiB"
+            if hi < MiB
+            else (f"{lo / MiB:.0f}-{hi / MiB:.0f} MiB")
+        )
         return f"{self.name}: {self.files} files of {span}, {total / 1e6:.0f} MB"
 
 
 def image_like(files: int, seed: int = 7) -> DatasetSpec:
     """Files of 90-130 KiB (mean ~110 KiB), like JPEG-encoded ImageNet samples."""
     rng = random.Random(seed)
-    return DatasetSpec("images", files, tuple(90 * KiB + rng.randrange(40 * KiB)
-                                              for _ in range(97)), seed)
+    return DatasetSpec(
+        "images", files, tuple(90 * KiB + rng.randrange(40 * KiB) for _ in range(97)), seed
+    )
 
 
 def shard_like(sizes_mib: tuple[int, ...], seed: int = 7) -> DatasetSpec:
@@ -54,7 +58,7 @@ def generate(spec: DatasetSpec) -> dict[str, bytes]:
         size = spec.sizes[i % len(spec.sizes)]
         if size <= MiB // 2:
             start = rng.randrange(MiB - size)
-            body = rng.randbytes(64) + block[start:start + size - 64]
+            body = rng.randbytes(64) + block[start : start + size - 64]
             out[f"{spec.name}/{i // 1000:03d}/sample-{i:06d}.jpg"] = body
         else:
             reps = -(-size // (MiB + 256))

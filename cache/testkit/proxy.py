@@ -47,10 +47,23 @@ from .proxy_rules import (
 )
 
 __all__ = [
-    "BadMessageError", "CloudProxy", "Fault", "FaultConfig", "FaultRule", "ProxyConfig",
-    "ProxyStats", "choose_fault", "client_response_head", "fault_offset", "parse_head",
-    "parse_upstream", "request_framing", "response_framing", "slowdown_response",
-    "take_tokens", "wants_keep_alive",
+    "BadMessageError",
+    "CloudProxy",
+    "Fault",
+    "FaultConfig",
+    "FaultRule",
+    "ProxyConfig",
+    "ProxyStats",
+    "choose_fault",
+    "client_response_head",
+    "fault_offset",
+    "parse_head",
+    "parse_upstream",
+    "request_framing",
+    "response_framing",
+    "slowdown_response",
+    "take_tokens",
+    "wants_keep_alive",
 ]
 
 

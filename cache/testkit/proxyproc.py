@@ -36,10 +36,22 @@ class ProxyProcess:
     def __enter__(self) -> ProxyProcess:
         cfg = self.config
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "shardcache.testkit.proxyproc", "--upstream", self.upstream,
-             "--first-byte-delay-s", str(cfg.first_byte_delay_s or 0),
-             "--bandwidth-bytes-per-s", str(cfg.bandwidth_bytes_per_s or 0)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            [
+                sys.executable,
+                "-m",
+                "shardcache.testkit.proxyproc",
+                "--upstream",
+                self.upstream,
+                "--first-byte-delay-s",
+                str(cfg.first_byte_delay_s or 0),
+                "--bandwidth-bytes-per-s",
+                str(cfg.bandwidth_bytes_per_s or 0),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
         self.url = self._answer()
         return self
 
@@ -91,15 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-byte-delay-s", type=float, default=0.020)
     p.add_argument("--bandwidth-bytes-per-s", type=float, default=90e6)
     a = p.parse_args(argv)
-    config = ProxyConfig(first_byte_delay_s=a.first_byte_delay_s or None,
-                         bandwidth_bytes_per_s=a.bandwidth_bytes_per_s or None)
+    config = ProxyConfig(
+        first_byte_delay_s=a.first_byte_delay_s or None,
+        bandwidth_bytes_per_s=a.bandwidth_bytes_per_s or None,
+    )
     asyncio.run(_serve(a.upstream, config))
     return 0
 
 
 def describe(config: ProxyConfig) -> dict[str, Any]:
-    return {"first_byte_ms": (config.first_byte_delay_s or 0) * 1e3,
-            "bandwidth_mb_per_s_per_connection": (config.bandwidth_bytes_per_s or 0) / 1e6}
+    return {
+        "first_byte_ms": (config.first_byte_delay_s or 0) * 1e3,
+        "bandwidth_mb_per_s_per_connection": (config.bandwidth_bytes_per_s or 0) / 1e6,
+    }
 
 
 if __name__ == "__main__":

@@ -45,31 +45,42 @@ class QuickResult:
     nbytes: int
 
 
-def run_quick(plan: QuickPlan, config: Config, info: Callable[[str], None],
-              cache_dir: Path | None = None) -> QuickResult:
+def run_quick(
+    plan: QuickPlan, config: Config, info: Callable[[str], None], cache_dir: Path | None = None
+) -> QuickResult:
     """Measure; the cache goes to `cache_dir`, or to a temporary directory when None."""
     objects = generate(image_like(plan.small_files))
     objects.update(generate(shard_like((plan.large_mib,) * plan.large_files)))
     total = sum(map(len, objects.values()))
-    info(f"starting a local S3 emulator and a cloud-like proxy "
-         f"({(plan.proxy.first_byte_delay_s or 0) * 1e3:.0f} ms to first byte, "
-         f"{(plan.proxy.bandwidth_bytes_per_s or 0) / 1e6:.0f} MB/s per connection)")
+    info(
+        f"starting a local S3 emulator and a cloud-like proxy "
+        f"({(plan.proxy.first_byte_delay_s or 0) * 1e3:.0f} ms to first byte, "
+        f"{(plan.proxy.bandwidth_bytes_per_s or 0) / 1e6:.0f} MB/s per connection)"
+    )
     work = Path(tempfile.mkdtemp(prefix="shardcache-bench-"))
     try:
         with BenchStore(plan.proxy) as store:
             info(f"writing the sample dataset: {len(objects)} objects, {total / 1e6:.0f} MB")
             store.put(objects)
             assert store.cloud is not None
-            config = config.with_(cache_dir=cache_dir or work / "cache",
-                                  backend_options={"s3": store.cloud.s3_options()})
+            config = config.with_(
+                cache_dir=cache_dir or work / "cache",
+                backend_options={"s3": store.cloud.s3_options()},
+            )
             rows = _measure(plan, store, objects, config, work, info)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return QuickResult(rows, len(objects), total)
 
 
-def _measure(plan: QuickPlan, store: BenchStore, objects: dict[str, bytes], config: Config,
-             work: Path, info: Callable[[str], None]) -> list[Measurement]:
+def _measure(
+    plan: QuickPlan,
+    store: BenchStore,
+    objects: dict[str, bytes],
+    config: Config,
+    work: Path,
+    info: Callable[[str], None],
+) -> list[Measurement]:
     assert store.cloud is not None
     sized = [(k, len(v)) for k, v in sorted(objects.items())]
     small = [o for o in sized if o[1] < 2**20]

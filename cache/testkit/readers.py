@@ -39,8 +39,9 @@ class Measurement:
         return self.files / self.seconds if self.seconds else 0.0
 
 
-def timed(method: str, files: int, expect_bytes: int, read: Callable[[], int],
-          note: str = "") -> Measurement:
+def timed(
+    method: str, files: int, expect_bytes: int, read: Callable[[], int], note: str = ""
+) -> Measurement:
     """Run `read` (which returns the bytes it got) under the clock and check the byte count."""
     start = time.perf_counter()
     got = read()
@@ -52,20 +53,30 @@ def timed(method: str, files: int, expect_bytes: int, read: Callable[[], int],
 
 # -- the ceiling: raw parallel GETs with aiohttp ----------------------------------------------
 
+
 def presign(endpoint: Endpoint, keys: Sequence[str]) -> list[str]:
     """SigV4 query-signed GET URLs made by botocore's signer (the way boto3 presigns)."""
     import botocore.session
 
     env = endpoint.env
     client = botocore.session.get_session().create_client(
-        "s3", endpoint_url=endpoint.url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
-    return [client.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": k},
-                                          ExpiresIn=3600) for k in keys]
+        "s3",
+        endpoint_url=endpoint.url,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    return [
+        client.generate_presigned_url(
+            "get_object", Params={"Bucket": BUCKET, "Key": k}, ExpiresIn=3600
+        )
+        for k in keys
+    ]
 
 
-def plan_requests(objects: Sequence[tuple[str, int]], part_bytes: int | None
-                  ) -> list[tuple[int, int, int]]:
+def plan_requests(
+    objects: Sequence[tuple[str, int]], part_bytes: int | None
+) -> list[tuple[int, int, int]]:
     """(object index, start, end) per request: whole objects, or ranged parts of `part_bytes`."""
     out = []
     for i, (_, size) in enumerate(objects):
@@ -74,16 +85,19 @@ def plan_requests(objects: Sequence[tuple[str, int]], part_bytes: int | None
     return out
 
 
-async def _raw_get(urls: list[str], requests: list[tuple[int, int, int]], concurrency: int,
-                   ranged: bool) -> int:
+async def _raw_get(
+    urls: list[str], requests: list[tuple[int, int, int]], concurrency: int, ranged: bool
+) -> int:
     import aiohttp
 
     todo = iter(requests)
     total = 0
     timeout = aiohttp.ClientTimeout(total=_RAW_TIMEOUT_S)
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     auto_decompress=False) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False
+    ) as session:
+
         async def worker() -> None:
             nonlocal total
             for i, start, end in todo:
@@ -97,8 +111,12 @@ async def _raw_get(urls: list[str], requests: list[tuple[int, int, int]], concur
     return total
 
 
-def raw_get(endpoint: Endpoint, objects: Sequence[tuple[str, int]], concurrency: int,
-            part_bytes: int | None = None) -> Measurement:
+def raw_get(
+    endpoint: Endpoint,
+    objects: Sequence[tuple[str, int]],
+    concurrency: int,
+    part_bytes: int | None = None,
+) -> Measurement:
     """The best a plain client can do: `concurrency` connections busy with GETs all the time."""
     # Signing is part of every GET a real client makes, so it is inside the clock.
     requests = plan_requests(objects, part_bytes)
@@ -108,18 +126,21 @@ def raw_get(endpoint: Endpoint, objects: Sequence[tuple[str, int]], concurrency:
         urls = presign(endpoint, [k for k, _ in objects])
         return asyncio.run(_raw_get(urls, requests, concurrency, bool(part_bytes)))
 
-    return timed(f"raw aiohttp GET x{concurrency} ({what})", len(objects),
-                 sum(s for _, s in objects), read)
+    return timed(
+        f"raw aiohttp GET x{concurrency} ({what})", len(objects), sum(s for _, s in objects), read
+    )
 
 
-def best_raw_get(endpoint: Endpoint, objects: Sequence[tuple[str, int]],
-                 sweep: Sequence[tuple[int, int | None]]) -> tuple[Measurement, list[Measurement]]:
+def best_raw_get(
+    endpoint: Endpoint, objects: Sequence[tuple[str, int]], sweep: Sequence[tuple[int, int | None]]
+) -> tuple[Measurement, list[Measurement]]:
     """Sweep (concurrency, part size) settings; the fastest is the ceiling."""
     tried = [raw_get(endpoint, objects, c, p) for c, p in sweep]
     return max(tried, key=lambda m: m.mb_per_s), tried
 
 
 # -- s3fs, what a user would pick -------------------------------------------------------------
+
 
 def s3fs_filesystem(endpoint: Endpoint) -> Any:
     """fsspec's s3 protocol (s3fs), resolved through fsspec's registry: the backend adapter is
@@ -128,25 +149,37 @@ def s3fs_filesystem(endpoint: Endpoint) -> Any:
 
     env = endpoint.env
     return fsspec.filesystem(
-        "s3", key=env["AWS_ACCESS_KEY_ID"], secret=env["AWS_SECRET_ACCESS_KEY"],
+        "s3",
+        key=env["AWS_ACCESS_KEY_ID"],
+        secret=env["AWS_SECRET_ACCESS_KEY"],
         client_kwargs={"endpoint_url": endpoint.url, "region_name": "us-east-1"},
-        skip_instance_cache=True, use_listings_cache=False)
+        skip_instance_cache=True,
+        use_listings_cache=False,
+    )
 
 
 def s3fs_sequential(fs: Any, objects: Sequence[tuple[str, int]]) -> Measurement:
     keys = [k for k, _ in objects]
-    return timed("s3fs direct, one file at a time", len(keys), sum(s for _, s in objects),
-                 lambda: sum(len(fs.cat_file(f"{BUCKET}/{k}")) for k in keys))
+    return timed(
+        "s3fs direct, one file at a time",
+        len(keys),
+        sum(s for _, s in objects),
+        lambda: sum(len(fs.cat_file(f"{BUCKET}/{k}")) for k in keys),
+    )
 
 
 def s3fs_concurrent(fs: Any, objects: Sequence[tuple[str, int]]) -> Measurement:
     paths = [f"{BUCKET}/{k}" for k, _ in objects]
-    return timed("s3fs direct, fs.cat of all paths (its own concurrency)", len(paths),
-                 sum(s for _, s in objects),
-                 lambda: sum(len(b) for b in fs.cat(paths).values()))
+    return timed(
+        "s3fs direct, fs.cat of all paths (its own concurrency)",
+        len(paths),
+        sum(s for _, s in objects),
+        lambda: sum(len(b) for b in fs.cat(paths).values()),
+    )
 
 
 # -- shardcache -------------------------------------------------------------------------------
+
 
 def shardcache_prefetch(config: Config, url: str) -> tuple[Measurement, Path]:
     """Cold prefetch of a dataset URL into `config.cache_dir`, engine start-up included."""
@@ -162,15 +195,25 @@ def shardcache_prefetch(config: Config, url: str) -> tuple[Measurement, Path]:
     seconds = time.perf_counter() - start
     if report.failed or report.not_cached:
         raise RuntimeError(f"prefetch of {url} incomplete: {report.failed[:3]}")
-    return (Measurement("shardcache cold (prefetch)", report.objects_downloaded,
-                        report.bytes_downloaded, seconds), report.local_dir)
+    return (
+        Measurement(
+            "shardcache cold (prefetch)",
+            report.objects_downloaded,
+            report.bytes_downloaded,
+            seconds,
+        ),
+        report.local_dir,
+    )
 
 
 # -- local files ------------------------------------------------------------------------------
 
-def read_files(method: str, paths: Sequence[Path], expect_bytes: int,
-               threads: int = 1) -> Measurement:
+
+def read_files(
+    method: str, paths: Sequence[Path], expect_bytes: int, threads: int = 1
+) -> Measurement:
     """Read whole files with plain `open().read()`, as a training loop does."""
+
     def one(p: Path) -> int:
         with open(p, "rb") as f:
             return len(f.read())

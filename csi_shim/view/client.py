@@ -12,8 +12,14 @@ from .keeper import recv, send
 
 _KINDS: dict[str, type[errors.CacheError]] = {
     cls.kind: cls
-    for cls in (errors.ConfigError, errors.NotFoundError, errors.UnavailableError,
-                errors.PolicyDeniedError, errors.AccessDeniedError, errors.CacheStateError)
+    for cls in (
+        errors.ConfigError,
+        errors.NotFoundError,
+        errors.UnavailableError,
+        errors.PolicyDeniedError,
+        errors.AccessDeniedError,
+        errors.CacheStateError,
+    )
 }
 
 
@@ -24,8 +30,7 @@ class ViewClient:
     timeout_s: float = 90.0
 
     def mount(self, target: str, dataset: str, local_dir: str) -> None:
-        self._call({"op": "mount", "target": target, "dataset": dataset,
-                    "local_dir": local_dir})
+        self._call({"op": "mount", "target": target, "dataset": dataset, "local_dir": local_dir})
 
     def status(self) -> list[dict[str, Any]]:
         return list(self._call({"op": "status"})["views"])
@@ -40,7 +45,8 @@ class ViewClient:
         except OSError as e:
             raise errors.UnavailableError(
                 f"the view server at {self.socket_path} did not answer ({e}); is "
-                "shardcache-view running on this node?") from e
+                "shardcache-view running on this node?"
+            ) from e
         if answer is None:
             raise errors.UnavailableError(f"the view server at {self.socket_path} hung up")
         err = answer.get("error")

@@ -68,9 +68,13 @@ class OpenStats:
     def take(self) -> dict[str, int]:
         """The counts since the last `take`, and reset them (what is reported as a delta)."""
         with self.lock:
-            out = {"hit_opens": self.hit_opens, "hit_bytes": self.hit_bytes,
-                   "miss_opens": self.miss_opens, "miss_bytes": self.miss_bytes,
-                   "failed_opens": self.failed_opens}
+            out = {
+                "hit_opens": self.hit_opens,
+                "hit_bytes": self.hit_bytes,
+                "miss_opens": self.miss_opens,
+                "miss_bytes": self.miss_bytes,
+                "failed_opens": self.failed_opens,
+            }
             self.hit_opens = self.hit_bytes = self.miss_opens = self.miss_bytes = 0
             self.failed_opens = 0
             return out
@@ -96,9 +100,18 @@ class MountState:
 
 
 class ViewFs:
-    def __init__(self, tree: Tree, source: Source, device: Device, state: MountState,
-                 stats: OpenStats, run_blocking: Callable[[Callable[[], None]], None], *,
-                 max_write: int = 128 * 1024, passthrough: bool = True) -> None:
+    def __init__(
+        self,
+        tree: Tree,
+        source: Source,
+        device: Device,
+        state: MountState,
+        stats: OpenStats,
+        run_blocking: Callable[[Callable[[], None]], None],
+        *,
+        max_write: int = 128 * 1024,
+        passthrough: bool = True,
+    ) -> None:
         self.tree = tree
         self.source = source
         self.device = device
@@ -138,14 +151,20 @@ class ViewFs:
         if op == proto.Op.DESTROY:
             self.destroyed = True
             return proto.reply(u)
-        if op in (proto.Op.RELEASE, proto.Op.RELEASEDIR, proto.Op.FLUSH, proto.Op.FSYNC,
-                  proto.Op.FSYNCDIR):
+        if op in (
+            proto.Op.RELEASE,
+            proto.Op.RELEASEDIR,
+            proto.Op.FLUSH,
+            proto.Op.FSYNC,
+            proto.Op.FSYNCDIR,
+        ):
             if op == proto.Op.RELEASE:
                 self._release(proto.RELEASE_IN.unpack_from(body)[0])
             return proto.reply(u)
         if op == proto.Op.STATFS:
-            return proto.reply(u, proto.encode_statfs(self.tree.files,
-                                                      (self.tree.bytes + 4095) // 4096))
+            return proto.reply(
+                u, proto.encode_statfs(self.tree.files, (self.tree.bytes + 4095) // 4096)
+            )
         node = self.tree.get(h.nodeid)
         if node is None:
             return proto.reply_error(u, errno.ENOENT if op == proto.Op.LOOKUP else errno.EIO)
@@ -161,8 +180,9 @@ class ViewFs:
         if op == proto.Op.OPENDIR:
             if not node.is_dir:
                 return proto.reply_error(u, errno.ENOTDIR)
-            return proto.reply(u, proto.encode_open(0, proto.FOPEN_KEEP_CACHE
-                                                    | proto.FOPEN_CACHE_DIR))
+            return proto.reply(
+                u, proto.encode_open(0, proto.FOPEN_KEEP_CACHE | proto.FOPEN_CACHE_DIR)
+            )
         if op in (proto.Op.READDIR, proto.Op.READDIRPLUS):
             _fh, offset, size, _flags = proto.READ_IN.unpack_from(body)
             return proto.reply(u, self._readdir(node, offset, size, op == proto.Op.READDIRPLUS))
@@ -179,12 +199,16 @@ class ViewFs:
     def _init(self, unique: int, offered: proto.InitIn) -> bytes:
         if offered.major != proto.KERNEL_VERSION:
             return proto.reply_error(unique, errno.EPROTO)
-        answer = proto.negotiate(offered, want_passthrough=self.want_passthrough,
-                                 max_write=self.max_write,
-                                 max_pages=256)
+        answer = proto.negotiate(
+            offered, want_passthrough=self.want_passthrough, max_write=self.max_write, max_pages=256
+        )
         self.state.passthrough = bool(answer.flags & proto.PASSTHROUGH)
-        log.info("FUSE %d.%d, passthrough %s", offered.major, answer.minor,
-                 "on" if self.state.passthrough else "off (READ served by this process)")
+        log.info(
+            "FUSE %d.%d, passthrough %s",
+            offered.major,
+            answer.minor,
+            "on" if self.state.passthrough else "off (READ served by this process)",
+        )
         return proto.reply(unique, proto.encode_init(answer))
 
     def _readdir(self, node: Node, offset: int, size: int, plus: bool) -> bytes:

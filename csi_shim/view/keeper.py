@@ -140,8 +140,7 @@ class KeeperClient:
         self.socket_path = socket_path
         self.timeout_s = timeout_s
 
-    def _call(self, doc: dict[str, Any], fd: int | None = None
-              ) -> tuple[dict[str, Any], list[int]]:
+    def _call(self, doc: dict[str, Any], fd: int | None = None) -> tuple[dict[str, Any], list[int]]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
             s.settimeout(self.timeout_s)
             s.connect(self.socket_path)

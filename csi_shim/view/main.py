@@ -45,15 +45,20 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.N
     p = argparse.ArgumentParser(prog="shardcache-view", description=__doc__.split("\n")[0])
     p.add_argument("role", choices=["keeper", "serve"])
     p.add_argument("--socket", default=env.get("SHARDCACHE_VIEW_SOCKET", DEFAULT_SOCKET))
-    p.add_argument("--keeper-socket",
-                   default=env.get("SHARDCACHE_VIEW_KEEPER_SOCKET", DEFAULT_KEEPER_SOCKET))
-    p.add_argument("--agent-socket",
-                   default=env.get("SHARDCACHE_AGENT_SOCKET", "/run/shardcache/agent.sock"))
+    p.add_argument(
+        "--keeper-socket", default=env.get("SHARDCACHE_VIEW_KEEPER_SOCKET", DEFAULT_KEEPER_SOCKET)
+    )
+    p.add_argument(
+        "--agent-socket", default=env.get("SHARDCACHE_AGENT_SOCKET", "/run/shardcache/agent.sock")
+    )
     p.add_argument("--state-dir", default="/var/lib/shardcache-view")
     p.add_argument("--kubelet-dir", default=ViewConfig.kubelet_dir)
     p.add_argument("--miss-timeout-s", type=float, default=ViewConfig.miss_timeout_s)
-    p.add_argument("--no-passthrough", action="store_true",
-                   help="serve reads from this process (for kernels where passthrough fails)")
+    p.add_argument(
+        "--no-passthrough",
+        action="store_true",
+        help="serve reads from this process (for kernels where passthrough fails)",
+    )
     p.add_argument("--log-level", default=env.get("SHARDCACHE_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -127,11 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.role == "keeper":
         Keeper(args.keeper_socket).serve_forever(flag)
         return 0
-    config = ViewConfig(control_socket=args.socket, keeper_socket=args.keeper_socket,
-                        agent_socket=args.agent_socket, state_dir=args.state_dir,
-                        kubelet_dir=args.kubelet_dir,
-                        miss_timeout_s=args.miss_timeout_s,
-                        passthrough=not args.no_passthrough)
+    config = ViewConfig(
+        control_socket=args.socket,
+        keeper_socket=args.keeper_socket,
+        agent_socket=args.agent_socket,
+        state_dir=args.state_dir,
+        kubelet_dir=args.kubelet_dir,
+        miss_timeout_s=args.miss_timeout_s,
+        passthrough=not args.no_passthrough,
+    )
     server = ViewServer(config)
     deadline = time.monotonic() + KEEPER_WAIT_S
     while True:
@@ -143,8 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"shardcache-view: the keeper did not answer: {e}", file=sys.stderr)
                 return 1
             time.sleep(0.1)
-    threading.Thread(target=_background, args=(server, stop, config.report_interval_s),
-                     daemon=True).start()
+    threading.Thread(
+        target=_background, args=(server, stop, config.report_interval_s), daemon=True
+    ).start()
     # stopping leaves every mount in place: the keeper holds them for the next server
     serve_control(server, args.socket, stop)
     return 0

@@ -46,8 +46,10 @@ class MountDir:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, mode=0o700)
-        _atomic(self.path / "manifest.jsonl",
-                b"".join(json.dumps([k, s]).encode() + b"\n" for k, s in objects))
+        _atomic(
+            self.path / "manifest.jsonl",
+            b"".join(json.dumps([k, s]).encode() + b"\n" for k, s in objects),
+        )
         _atomic(self.path / "meta.json", json.dumps(asdict(meta)).encode())
 
     def meta(self) -> MountMeta:
@@ -61,8 +63,9 @@ class MountDir:
                 yield str(key), int(size)
 
     def save_init(self, passthrough: bool) -> None:
-        _atomic(self.path / "init.json", json.dumps({"passthrough": passthrough}).encode(),
-                sync=False)
+        _atomic(
+            self.path / "init.json", json.dumps({"passthrough": passthrough}).encode(), sync=False
+        )
 
     def load_init(self) -> bool | None:
         try:

@@ -75,11 +75,26 @@ class Op(IntEnum):
 
 
 #: requests that would change the file system: all answered EROFS
-WRITING_OPS = frozenset({
-    Op.SETATTR, Op.SYMLINK, Op.MKNOD, Op.MKDIR, Op.UNLINK, Op.RMDIR, Op.RENAME, Op.LINK,
-    Op.WRITE, Op.SETXATTR, Op.REMOVEXATTR, Op.CREATE, Op.FALLOCATE, Op.RENAME2,
-    Op.COPY_FILE_RANGE, Op.TMPFILE,
-})
+WRITING_OPS = frozenset(
+    {
+        Op.SETATTR,
+        Op.SYMLINK,
+        Op.MKNOD,
+        Op.MKDIR,
+        Op.UNLINK,
+        Op.RMDIR,
+        Op.RENAME,
+        Op.LINK,
+        Op.WRITE,
+        Op.SETXATTR,
+        Op.REMOVEXATTR,
+        Op.CREATE,
+        Op.FALLOCATE,
+        Op.RENAME2,
+        Op.COPY_FILE_RANGE,
+        Op.TMPFILE,
+    }
+)
 #: requests the kernel sends without expecting an answer
 NO_REPLY_OPS = frozenset({Op.FORGET, Op.BATCH_FORGET, Op.INTERRUPT})
 
@@ -218,8 +233,10 @@ def decode_forgets(opcode: int, nodeid: int, body: bytes | memoryview) -> list[t
     if opcode == Op.FORGET:
         return [(nodeid, FORGET_IN.unpack_from(body)[0])]
     count, _ = BATCH_FORGET_IN.unpack_from(body)
-    return [FORGET_ONE.unpack_from(body, BATCH_FORGET_IN.size + i * FORGET_ONE.size)
-            for i in range(count)]
+    return [
+        FORGET_ONE.unpack_from(body, BATCH_FORGET_IN.size + i * FORGET_ONE.size)
+        for i in range(count)
+    ]
 
 
 def reply(unique: int, payload: bytes = b"") -> bytes:
@@ -238,8 +255,24 @@ def notify_resend() -> bytes:
 
 def encode_attr(a: Attr) -> bytes:
     blocks = (a.size + 511) // 512
-    return ATTR.pack(a.ino, a.size, blocks, a.mtime_s, a.mtime_s, a.mtime_s, 0, 0, 0,
-                     a.mode, a.nlink, 0, 0, 0, a.blksize, 0)
+    return ATTR.pack(
+        a.ino,
+        a.size,
+        blocks,
+        a.mtime_s,
+        a.mtime_s,
+        a.mtime_s,
+        0,
+        0,
+        0,
+        a.mode,
+        a.nlink,
+        0,
+        0,
+        0,
+        a.blksize,
+        0,
+    )
 
 
 def encode_entry(a: Attr | None, timeout_s: int) -> bytes:
@@ -254,9 +287,21 @@ def encode_attr_out(a: Attr, timeout_s: int) -> bytes:
 
 
 def encode_init(r: InitReply) -> bytes:
-    return INIT_OUT.pack(KERNEL_VERSION, r.minor, r.max_readahead, r.flags & 0xFFFFFFFF,
-                         r.max_background, r.congestion_threshold, r.max_write, 1,
-                         r.max_pages, 0, r.flags >> 32, r.max_stack_depth, 0)
+    return INIT_OUT.pack(
+        KERNEL_VERSION,
+        r.minor,
+        r.max_readahead,
+        r.flags & 0xFFFFFFFF,
+        r.max_background,
+        r.congestion_threshold,
+        r.max_write,
+        1,
+        r.max_pages,
+        0,
+        r.flags >> 32,
+        r.max_stack_depth,
+        0,
+    )
 
 
 def encode_open(fh: int, open_flags: int, backing_id: int = 0) -> bytes:
@@ -285,8 +330,9 @@ def backing_map(fd: int) -> bytes:
     return BACKING_MAP.pack(fd, 0, 0)
 
 
-def negotiate(offered: InitIn, *, want_passthrough: bool, max_write: int,
-              max_pages: int) -> InitReply:
+def negotiate(
+    offered: InitIn, *, want_passthrough: bool, max_write: int, max_pages: int
+) -> InitReply:
     """The INIT answer: only flags the kernel offered, passthrough only if asked for."""
     wanted = ASYNC_READ | DO_READDIRPLUS | READDIRPLUS_AUTO | PARALLEL_DIROPS | MAX_PAGES
     wanted |= BIG_WRITES | INIT_EXT
@@ -296,5 +342,11 @@ def negotiate(offered: InitIn, *, want_passthrough: bool, max_write: int,
     # the backing files may sit on a stacked file system (overlayfs in a container): depth 2
     # is the most the kernel allows and lets passthrough open files on such a file system
     depth = 2 if flags & PASSTHROUGH else 0
-    return InitReply(min(offered.minor, KERNEL_MINOR_VERSION), offered.max_readahead, flags,
-                     max_write, max_pages, depth)
+    return InitReply(
+        min(offered.minor, KERNEL_MINOR_VERSION),
+        offered.max_readahead,
+        flags,
+        max_write,
+        max_pages,
+        depth,
+    )

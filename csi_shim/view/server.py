@@ -78,8 +78,9 @@ class View:
 class ViewServer:
     def __init__(self, config: ViewConfig) -> None:
         self.config = config
-        self.agent = AgentClient(config.agent_socket, timeout_s=5.0,
-                                 fetch_timeout_s=config.miss_timeout_s)
+        self.agent = AgentClient(
+            config.agent_socket, timeout_s=5.0, fetch_timeout_s=config.miss_timeout_s
+        )
         self.keeper = KeeperClient(config.keeper_socket)
         self.pool = ThreadPoolExecutor(config.miss_threads, thread_name_prefix="miss")
         self.views: dict[str, View] = {}
@@ -104,7 +105,8 @@ class ViewServer:
             mdir.remove()
             raise UnavailableError(
                 f"the view keeper at {self.config.keeper_socket} did not answer ({e}); "
-                "without it a restart of the view server would break the mount") from e
+                "without it a restart of the view server would break the mount"
+            ) from e
         try:
             mounter.mount_fuse(fd, target, MAX_READ)
         except OSError:
@@ -167,17 +169,27 @@ class ViewServer:
         mdir = MountDir(self.config.state_dir, meta.ident)
         state.on_backing = mdir.append_backing
         tree = Tree(mdir.objects())
-        source = CacheSource(SourceConfig(meta.local_dir, meta.dataset,
-                                          self.config.miss_timeout_s), self.agent)
+        source = CacheSource(
+            SourceConfig(meta.local_dir, meta.dataset, self.config.miss_timeout_s), self.agent
+        )
         stats = OpenStats()
         device = FuseDevice(fd)
-        fs = ViewFs(tree, source, device, state, stats, self._blocking, max_write=MAX_READ,
-                    passthrough=self.config.passthrough)
+        fs = ViewFs(
+            tree,
+            source,
+            device,
+            state,
+            stats,
+            self._blocking,
+            max_write=MAX_READ,
+            passthrough=self.config.passthrough,
+        )
         view = View(meta, fd, fs, source, stats)
         with self._lock:
             self.views[meta.ident] = view
-        view.thread = threading.Thread(target=self._loop, args=(view, device, mdir),
-                                       name=f"view {meta.target}", daemon=True)
+        view.thread = threading.Thread(
+            target=self._loop, args=(view, device, mdir), name=f"view {meta.target}", daemon=True
+        )
         view.thread.start()
         if resend:
             with contextlib.suppress(OSError):
@@ -241,9 +253,15 @@ class ViewServer:
 
     def status(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [{"target": v.meta.target, "dataset": v.meta.dataset,
-                     "passthrough": v.fs.state.passthrough, "files": v.fs.tree.files}
-                    for v in self.views.values()]
+            return [
+                {
+                    "target": v.meta.target,
+                    "dataset": v.meta.dataset,
+                    "passthrough": v.fs.state.passthrough,
+                    "files": v.fs.tree.files,
+                }
+                for v in self.views.values()
+            ]
 
 
 def _pod_uid(target: str, kubelet_dir: str) -> str:

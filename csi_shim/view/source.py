@@ -45,9 +45,13 @@ class SourceConfig:
 
 
 class CacheSource:
-    def __init__(self, config: SourceConfig, agent: Fetcher,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        config: SourceConfig,
+        agent: Fetcher,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.config = config
         self.agent = agent
         self.clock = clock
@@ -72,9 +76,12 @@ class CacheSource:
             except CacheError as e:
                 raise self._failed(key, e.kind, str(e)) from e
             if path is None:
-                raise self._failed(key, "not_cached",
-                                   "the cache has no room for it and the view does not read "
-                                   "through uncached objects")
+                raise self._failed(
+                    key,
+                    "not_cached",
+                    "the cache has no room for it and the view does not read "
+                    "through uncached objects",
+                )
             fd = _open_checked(path, size)
             if fd is not None:
                 return fd
@@ -86,8 +93,7 @@ class CacheSource:
     def _failed(self, key: str, kind: str, message: str) -> OSError:
         self.failures.append({"key": key, "kind": kind, "message": redact(message)})
         del self.failures[:-20]
-        log.warning("open of %s%s failed (%s): %s", self.config.dataset, key, kind,
-                    redact(message))
+        log.warning("open of %s%s failed (%s): %s", self.config.dataset, key, kind, redact(message))
         return OSError(errno.EIO, f"{key}: {kind}")
 
 

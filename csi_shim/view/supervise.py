@@ -23,11 +23,25 @@ RESTART_DELAY_S = 1.0
 STOP_TIMEOUT_S = 5.0
 
 
-def server_command(*, socket: str, keeper_socket: str, agent_socket: str, state_dir: str,
-                   kubelet_dir: str) -> list[str]:
-    return [sys.executable, "-m", "shardcache_csi.view.main", "serve", "--socket", socket,
-            "--keeper-socket", keeper_socket, "--agent-socket", agent_socket,
-            "--state-dir", state_dir, "--kubelet-dir", kubelet_dir]
+def server_command(
+    *, socket: str, keeper_socket: str, agent_socket: str, state_dir: str, kubelet_dir: str
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "shardcache_csi.view.main",
+        "serve",
+        "--socket",
+        socket,
+        "--keeper-socket",
+        keeper_socket,
+        "--agent-socket",
+        agent_socket,
+        "--state-dir",
+        state_dir,
+        "--kubelet-dir",
+        kubelet_dir,
+    ]
 
 
 class Supervisor:

@@ -39,8 +39,10 @@ class Node:
 
 class Tree:
     def __init__(self, objects: Iterable[tuple[str, int]]) -> None:
-        self.nodes: list[Node] = [Node(0, 0, b"", True, children={}),
-                                  Node(proto.ROOT_ID, proto.ROOT_ID, b"", True, children={})]
+        self.nodes: list[Node] = [
+            Node(0, 0, b"", True, children={}),
+            Node(proto.ROOT_ID, proto.ROOT_ID, b"", True, children={}),
+        ]
         self.files = 0
         self.bytes = 0
         self._last_dir: str | None = None
@@ -49,8 +51,7 @@ class Tree:
             self._add(key, size)
         for node in self.nodes:
             if node.children is not None:
-                node.listing = sorted(node.children.values(),
-                                      key=lambda i: self.nodes[i].name)
+                node.listing = sorted(node.children.values(), key=lambda i: self.nodes[i].name)
                 node.subdirs = sum(1 for i in node.listing if self.nodes[i].is_dir)
 
     def _add(self, key: str, size: int) -> None:
@@ -75,15 +76,18 @@ class Tree:
             if not _clean(part) or parent.children is None:
                 return None
             ino = parent.children.get(part.encode())
-            parent = self.nodes[ino] if ino is not None else self.nodes[
-                self._new(parent, part.encode(), True)]
+            parent = (
+                self.nodes[ino]
+                if ino is not None
+                else self.nodes[self._new(parent, part.encode(), True)]
+            )
         return parent if parent.children is not None else None
 
-    def _new(self, parent: Node, name: bytes, is_dir: bool, size: int = 0,
-             key: str = "") -> int:
+    def _new(self, parent: Node, name: bytes, is_dir: bool, size: int = 0, key: str = "") -> int:
         ino = len(self.nodes)
-        self.nodes.append(Node(ino, parent.ino, name, is_dir, size, key,
-                               children={} if is_dir else None))
+        self.nodes.append(
+            Node(ino, parent.ino, name, is_dir, size, key, children={} if is_dir else None)
+        )
         assert parent.children is not None
         parent.children[name] = ino
         return ino

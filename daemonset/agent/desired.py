@@ -164,7 +164,12 @@ def event_body(refusal: Refusal, node: str, now_iso: str) -> dict[str, Any]:
 
 
 def open_failure_event_body(
-    namespace: str, pod: str, uid: str, url: str, failure: Mapping[str, str], node: str,
+    namespace: str,
+    pod: str,
+    uid: str,
+    url: str,
+    failure: Mapping[str, str],
+    node: str,
     now_iso: str,
 ) -> dict[str, Any]:
     """A core/v1 Event on the pod whose read-through view failed an open with EIO (the

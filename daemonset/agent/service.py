@@ -261,9 +261,13 @@ class Agent:
         return [
             replace(
                 self.views.decorate(
-                    st.shown(found[u], running=self.running(u),
-                             samples=list(self._samples.get(u, ())), now=now,
-                             agent_errors=self._failures.get(u, ()))
+                    st.shown(
+                        found[u],
+                        running=self.running(u),
+                        samples=list(self._samples.get(u, ())),
+                        now=now,
+                        agent_errors=self._failures.get(u, ()),
+                    )
                 ),
                 shares=tuple(
                     [await self.engine.share_status(u, p) for p in self.shares.partitions(u)]

@@ -50,8 +50,14 @@ def displayed_state(state: DatasetState, running: bool, listed: bool) -> Dataset
     return state
 
 
-def shown(status: DatasetStatus, *, running: bool, samples: Sequence[tuple[float, int]],
-          now: float, agent_errors: Sequence[Failure] = ()) -> DatasetStatus:
+def shown(
+    status: DatasetStatus,
+    *,
+    running: bool,
+    samples: Sequence[tuple[float, int]],
+    now: float,
+    agent_errors: Sequence[Failure] = (),
+) -> DatasetStatus:
     """The API's status from the engine's."""
     listed = status.listed
     rate = rate_bytes_per_s(samples, now) if running else 0.0
@@ -65,8 +71,13 @@ def shown(status: DatasetStatus, *, running: bool, samples: Sequence[tuple[float
     state = displayed_state(status.state, running, listed)
     if agent_errors and not running:
         state = DatasetState.FAILED
-    return replace(status, state=state, rate_bytes_per_s=rate, eta_s=eta,
-                   errors=(*status.errors, *agent_errors))
+    return replace(
+        status,
+        state=state,
+        rate_bytes_per_s=rate,
+        eta_s=eta,
+        errors=(*status.errors, *agent_errors),
+    )
 
 
 def unknown(url: StoreURL, local_dir: Path, owners: Sequence[str]) -> DatasetStatus:

@@ -97,9 +97,11 @@ def test_manifest_is_paged_and_view_reports_are_counted(s3_bucket, make_agent):
     agent.wait_status(url, ("listed", "partial", "complete", "idle"))
     got = list(client.manifest(url, page=7))  # four pages: 7 + 7 + 7 + 4
     assert got == sorted((k.removeprefix("ds/"), len(v)) for k, v in objects.items())
-    client.report_view(url, {"hit_opens": 2, "hit_bytes": 20, "miss_opens": 1,
-                             "miss_bytes": 5, "failed_opens": 1},
-                       [{"key": "d0/000", "kind": "not_found", "message": "gone"}])
+    client.report_view(
+        url,
+        {"hit_opens": 2, "hit_bytes": 20, "miss_opens": 1, "miss_bytes": 5, "failed_opens": 1},
+        [{"key": "d0/000", "kind": "not_found", "message": "gone"}],
+    )
     doc = client.status(url)
     assert doc.view is not None and doc.view.hit_opens == 2
     assert doc.open_failures[0].key == "d0/000"

@@ -88,18 +88,28 @@ def test_rate_and_eta_from_samples():
 def test_shown_prefers_live_progress_while_running():
     base = status.unknown(parse_url("s3://bkt/p/"), Path("/c/p"), ["o"])
     live = Progress("s3://bkt/p/", 4, 400, objects_done=1, bytes_done=100)
-    doc = status.shown(with_progress(base, live), running=True,
-                       samples=[(0.0, 0), (1.0, 100)], now=1.0)
+    doc = status.shown(
+        with_progress(base, live), running=True, samples=[(0.0, 0), (1.0, 100)], now=1.0
+    )
     assert doc.state == "downloading" and doc.bytes_local == 100
     assert doc.rate_bytes_per_s == 100.0 and doc.eta_s == 3.0
     assert doc.fraction_local == 0.25
     listing = status.shown(base, running=True, samples=[], now=0.0)
     assert listing.state == "listing" and listing.eta_s is None
-    stale = status.shown(replace(base, state=DatasetState.DOWNLOADING, listed_at=1.0),
-                         running=False, samples=[], now=0.0)
+    stale = status.shown(
+        replace(base, state=DatasetState.DOWNLOADING, listed_at=1.0),
+        running=False,
+        samples=[],
+        now=0.0,
+    )
     assert stale.state == "idle"  # left by a killed agent
-    failed = status.shown(base, running=False, samples=[], now=0.0,
-                          agent_errors=[Failure("", "not_found", "no bucket")])
+    failed = status.shown(
+        base,
+        running=False,
+        samples=[],
+        now=0.0,
+        agent_errors=[Failure("", "not_found", "no bucket")],
+    )
     assert failed.state == "failed" and failed.errors[-1].kind == "not_found"
 
 

@@ -137,8 +137,14 @@ def test_a_failed_open_through_a_view_is_an_event_on_its_pod(
     url = s3_bucket.url("ds/")
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(apiserver.kubeconfig())
-    running = pod(str(uuid.uuid4()), "trainer", "team-a", NODE,
-                  {"shardcache.io/dataset": url}, phase="Running")
+    running = pod(
+        str(uuid.uuid4()),
+        "trainer",
+        "team-a",
+        NODE,
+        {"shardcache.io/dataset": url},
+        phase="Running",
+    )
     apiserver.add(running)
     uid = running["metadata"]["uid"]
     # cluster mode (the pod watcher runs): without a policy file nothing would be allowed

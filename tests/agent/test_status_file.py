@@ -97,9 +97,7 @@ def test_status_file_follows_the_prefetch_and_survives_verify(s3_bucket, make_ag
     assert agent.terminate() == 0
 
 
-def test_shardcache_keys_are_objects_and_old_status_dirs_are_swept(
-    s3_bucket, make_agent
-) -> None:
+def test_shardcache_keys_are_objects_and_old_status_dirs_are_swept(s3_bucket, make_agent) -> None:
     """No name is reserved any more: a store's `.shardcache/...` keys are objects like any
     other; the status directory an older agent left inside the dataset goes at registration
     (a key of that name inside it stays), and the status survives restarts apart from it."""

@@ -169,8 +169,9 @@ def test_exit_with_a_prefetch_running_leaves_no_traceback(tmp_path):
     env = {**os.environ, "SHARDCACHE_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("SHARDCACHE_AGENT_SOCKET", None)
     env.pop("SHARDCACHE_MOUNTS", None)
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 and done.stdout.strip() == "timed out", done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
     assert list((tmp_path / "cache" / "staging").iterdir()) == []  # cancelled cleanly

@@ -19,13 +19,13 @@ from agent.agent_process import AgentProcess
 from shardcache.client.agent_client import AgentClient
 from shardcache.store.layout import Layout
 from shardcache.testkit.emulators import Bucket
+from shardcache_cluster.policy import PolicySource, ReloadingPolicy
 from shardcache_csi.mounter import MountError, unmount
 from shardcache_csi.mountinfo import read_mountinfo
 from shardcache_csi.node import NodeDriver
 from shardcache_csi.proto import csi_pb2, csi_pb2_grpc
 from shardcache_csi.server import build_server
 from shardcache_csi.state import StateDir
-from shardcache_cluster.policy import PolicySource, ReloadingPolicy
 
 #: a gRPC wait in a test never hangs the suite
 RPC_TIMEOUT_S = 10.0

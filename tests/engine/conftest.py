@@ -11,7 +11,10 @@ def store():
 
 @pytest.fixture
 def config(tmp_path):
-    return Config(cache_dir=tmp_path / "cache", min_free_fraction=0.0,
-                  multipart_threshold_bytes=2 * 1024 * 1024, part_size_bytes=1024 * 1024,
-                  retry=Retry(base_backoff_s=0.001, max_backoff_s=0.01))
-
+    return Config(
+        cache_dir=tmp_path / "cache",
+        min_free_fraction=0.0,
+        multipart_threshold_bytes=2 * 1024 * 1024,
+        part_size_bytes=1024 * 1024,
+        retry=Retry(base_backoff_s=0.001, max_backoff_s=0.01),
+    )

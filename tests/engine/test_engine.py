@@ -115,8 +115,9 @@ def test_concurrent_fetches_of_one_object_download_once(store, config):
 
     async def go():
         async with open_engine(config, ThrottledBackend(store, 0.05, None)) as engine:
-            results = await asyncio.gather(*(engine.fetch(parse_url("memory://bkt/ds/shared"))
-                                             for _ in range(16)))
+            results = await asyncio.gather(
+                *(engine.fetch(parse_url("memory://bkt/ds/shared")) for _ in range(16))
+            )
             return results
 
     results = run(go())
@@ -136,8 +137,11 @@ def test_budget_holds_while_many_downloads_run(store, config):
         for dirpath, _, names in os.walk(cfg.cache_dir):
             if "index.sqlite3" in names:
                 names = [n for n in names if not n.startswith("index.sqlite3")]
-            total += sum(os.lstat(os.path.join(dirpath, n)).st_size for n in names
-                         if n not in ("locks", "FORMAT"))
+            total += sum(
+                os.lstat(os.path.join(dirpath, n)).st_size
+                for n in names
+                if n not in ("locks", "FORMAT")
+            )
         return total
 
     async def go():

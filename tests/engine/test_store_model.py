@@ -27,10 +27,13 @@ class CacheMachine(EngineMachine):
 
     def __init__(self):
         super().__init__()
-        self.config = Config(cache_dir=self.tmp / "cache", min_free_fraction=0.0,
-                             multipart_threshold_bytes=1024 * 1024,
-                             part_size_bytes=1024 * 1024,
-                             retry=Retry(base_backoff_s=0.001, max_backoff_s=0.001))
+        self.config = Config(
+            cache_dir=self.tmp / "cache",
+            min_free_fraction=0.0,
+            multipart_threshold_bytes=1024 * 1024,
+            part_size_bytes=1024 * 1024,
+            retry=Retry(base_backoff_s=0.001, max_backoff_s=0.001),
+        )
         self.engine = self._open()
         self.prefetched = False
 
@@ -42,9 +45,9 @@ class CacheMachine(EngineMachine):
         self.loop.run_until_complete(engine.open())
         return engine
 
-
-    @rule(key=st.sampled_from(KEYS), data=st.binary(max_size=3000) | st.just(b""),
-          big=st.booleans())
+    @rule(
+        key=st.sampled_from(KEYS), data=st.binary(max_size=3000) | st.just(b""), big=st.booleans()
+    )
     def put(self, key, data, big):
         if big:
             data = data * (1 + (1024 * 1024 + 17) // max(1, len(data))) if data else b"x" * 1048600

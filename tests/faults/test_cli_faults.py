@@ -201,8 +201,14 @@ def test_sigterm_stops_within_seconds_and_cleans_up(s3_server, s3_bucket, tmp_pa
     with CloudProxy(s3_server.endpoint_url, slow) as proxy:
         env = via(proxy)
         proc = subprocess.Popen(
-            [*SHARDCACHE, command[0], s3_bucket.url("ds/"), *command[1:], "--cache-dir",
-             str(cache)],
+            [
+                *SHARDCACHE,
+                command[0],
+                s3_bucket.url("ds/"),
+                *command[1:],
+                "--cache-dir",
+                str(cache),
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -64,7 +64,6 @@ class FaultyCacheMachine(EngineMachine):
         self.loop.run_until_complete(engine.open())
         return engine
 
-
     def restart(self):
         self.run(self.engine.close())
         self.engine = self._open()
@@ -131,7 +130,6 @@ class FaultyCacheMachine(EngineMachine):
     @rule()
     def restart_rule(self):
         self.restart()
-
 
     @invariant()
     def nothing_partial_is_ever_visible(self):

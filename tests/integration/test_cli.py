@@ -16,8 +16,13 @@ SHARDCACHE = [sys.executable, "-m", "shardcache.cli.main"]
 
 
 def cli(*args, env=None, timeout=120):
-    return subprocess.run([*SHARDCACHE, *args], capture_output=True, text=True,
-                          env=env or os.environ.copy(), timeout=timeout)
+    return subprocess.run(
+        [*SHARDCACHE, *args],
+        capture_output=True,
+        text=True,
+        env=env or os.environ.copy(),
+        timeout=timeout,
+    )
 
 
 def sample(prefix="ds/"):
@@ -32,8 +37,9 @@ def sample(prefix="ds/"):
 
 @pytest.fixture(params=["s3", "gcs", "azure"])
 def any_bucket(request):
-    return request.getfixturevalue({"s3": "s3_bucket", "gcs": "gcs_bucket",
-                                    "azure": "azure_container"}[request.param])
+    return request.getfixturevalue(
+        {"s3": "s3_bucket", "gcs": "gcs_bucket", "azure": "azure_container"}[request.param]
+    )
 
 
 def test_prefetch_round_trip_and_rerun(any_bucket, tmp_path):
@@ -46,14 +52,16 @@ def test_prefetch_round_trip_and_rerun(any_bucket, tmp_path):
     assert report["objects_downloaded"] == len(objects)
     assert tree(report["local_dir"]) == {k.removeprefix("ds/"): v for k, v in objects.items()}
 
-    second = json.loads(cli("prefetch", any_bucket.url("ds/"), "--cache-dir", cache,
-                            "--output", "json").stdout)
+    second = json.loads(
+        cli("prefetch", any_bucket.url("ds/"), "--cache-dir", cache, "--output", "json").stdout
+    )
     assert second["objects_downloaded"] == 0
     assert second["objects_already_local"] == len(objects)
 
     any_bucket.put({"ds/plain.bin": b"changed"})
-    third = json.loads(cli("prefetch", any_bucket.url("ds/"), "--cache-dir", cache,
-                           "--output", "json").stdout)
+    third = json.loads(
+        cli("prefetch", any_bucket.url("ds/"), "--cache-dir", cache, "--output", "json").stdout
+    )
     assert third["objects_downloaded"] == 1
     assert Path(report["local_dir"], "plain.bin").read_bytes() == b"changed"
 
@@ -108,8 +116,12 @@ def test_clear_errors_for_wrong_bucket_bad_credentials_and_dead_endpoint(s3_serv
     assert "s3cr3tKEY" not in unreachable.stderr + unreachable.stdout
 
     nocreds = {k: v for k, v in env.items() if not k.startswith("AWS_")}
-    nocreds.update(AWS_ENDPOINT_URL=s3_server.endpoint_url, AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-                   AWS_CONFIG_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
+    nocreds.update(
+        AWS_ENDPOINT_URL=s3_server.endpoint_url,
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     anonymous = cli("prefetch", "s3://bucket/ds/", "--cache-dir", cache, env=nocreds)
     assert anonymous.returncode == 1
     assert "credential" in anonymous.stderr.lower()
@@ -123,9 +135,24 @@ def test_several_processes_download_each_object_once(s3_server, s3_bucket, tmp_p
     config = ProxyConfig(first_byte_delay_s=0.05, bandwidth_bytes_per_s=40e6)
     with CloudProxy(s3_server.endpoint_url, config) as proxy:
         env = dict(os.environ, AWS_ENDPOINT_URL=proxy.url)
-        procs = [subprocess.Popen([*SHARDCACHE, "prefetch", s3_bucket.url("ds/"), "--cache-dir",
-                                   cache, "--output", "json"], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        procs = [
+            subprocess.Popen(
+                [
+                    *SHARDCACHE,
+                    "prefetch",
+                    s3_bucket.url("ds/"),
+                    "--cache-dir",
+                    cache,
+                    "--output",
+                    "json",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
         reports = []
         for p in procs:
             out, err = p.communicate(timeout=180)
@@ -147,9 +174,12 @@ def test_kill_9_mid_download_then_rerun(s3_server, s3_bucket, tmp_path):
     slow = ProxyConfig(first_byte_delay_s=0.0, bandwidth_bytes_per_s=3e6)
     with CloudProxy(s3_server.endpoint_url, slow) as proxy:
         env = dict(os.environ, AWS_ENDPOINT_URL=proxy.url)
-        proc = subprocess.Popen([*SHARDCACHE, "prefetch", s3_bucket.url("ds/"), "--cache-dir",
-                                 str(cache)], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*SHARDCACHE, "prefetch", s3_bucket.url("ds/"), "--cache-dir", str(cache)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         staging = cache / "staging"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

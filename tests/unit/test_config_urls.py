@@ -6,9 +6,16 @@ from shardcache.errors import ConfigError, redact
 from shardcache.urls import parse_url, require_cloud
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("20GiB", 20 * 1024**3), ("500MB", 500 * 10**6), ("1.5g", int(1.5 * 10**9)),
-    ("1024", 1024), ("64 KiB", 65536)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("20GiB", 20 * 1024**3),
+        ("500MB", 500 * 10**6),
+        ("1.5g", int(1.5 * 10**9)),
+        ("1024", 1024),
+        ("64 KiB", 65536),
+    ],
+)
 def test_parse_size(text, expected):
     assert parse_size(text) == expected
 
@@ -37,17 +44,34 @@ def test_config_validates():
         Config(cache_dir=Path("/tmp"), min_free_fraction=1.5)
 
 
-@pytest.mark.parametrize("url,scheme,bucket,prefix", [
-    ("s3://bkt/a/b", "s3", "bkt", "a/b/"), ("gcs://bkt/a/", "gs", "bkt", "a/"),
-    ("abfs://ctr@acct.dfs.core.windows.net/p", "az", "ctr", "p/"), ("s3://bkt", "s3", "bkt", ""),
-    ("file:///tmp/x/y/", "file", "/tmp", "x/y/")])
+@pytest.mark.parametrize(
+    "url,scheme,bucket,prefix",
+    [
+        ("s3://bkt/a/b", "s3", "bkt", "a/b/"),
+        ("gcs://bkt/a/", "gs", "bkt", "a/"),
+        ("abfs://ctr@acct.dfs.core.windows.net/p", "az", "ctr", "p/"),
+        ("s3://bkt", "s3", "bkt", ""),
+        ("file:///tmp/x/y/", "file", "/tmp", "x/y/"),
+    ],
+)
 def test_parse_url(url, scheme, bucket, prefix):
     parsed = parse_url(url)
     assert (parsed.scheme, parsed.bucket, parsed.prefix) == (scheme, bucket, prefix)
 
 
-@pytest.mark.parametrize("url", ["bucket/key", "ftp://x/y", "s3://../x", "s3://a\x00b/", "file://rel",
-                                 "s3://bkt/../../etc/", "gs://bkt/a//b/", "file:///tmp/../etc/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "bucket/key",
+        "ftp://x/y",
+        "s3://../x",
+        "s3://a\x00b/",
+        "file://rel",
+        "s3://bkt/../../etc/",
+        "gs://bkt/a//b/",
+        "file:///tmp/../etc/",
+    ],
+)
 def test_parse_url_rejects(url):
     with pytest.raises(ConfigError):
         parse_url(url)
@@ -60,8 +84,10 @@ def test_pods_only_get_cloud_schemes():
 
 
 def test_redact_removes_credentials():
-    text = ("GET https://b.s3.amazonaws.com/k?X-Amz-Signature=abcdef&X-Amz-Credential=AKIA/x "
-            "AccountKey=c2VjcmV0;sig=zzz aws_secret_access_key=SECRET123")
+    text = (
+        "GET https://b.s3.amazonaws.com/k?X-Amz-Signature=abcdef&X-Amz-Credential=AKIA/x "
+        "AccountKey=c2VjcmV0;sig=zzz aws_secret_access_key=SECRET123"
+    )
     red = redact(text)
     for secret in ("abcdef", "AKIA/x", "c2VjcmV0", "zzz", "SECRET123"):
         assert secret not in red

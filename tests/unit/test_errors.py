@@ -10,8 +10,11 @@ from shardcache import errors
 
 
 def _tree() -> list[type[errors.CacheError]]:
-    return [c for _, c in inspect.getmembers(errors, inspect.isclass)
-            if issubclass(c, errors.CacheError)]
+    return [
+        c
+        for _, c in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(c, errors.CacheError)
+    ]
 
 
 def test_every_kind_of_the_tree_is_in_the_table():
@@ -27,15 +30,18 @@ def test_every_leaf_round_trips_through_its_kind():
         assert errors.CLASSES[cls.kind] is cls
 
 
-@pytest.mark.parametrize(("kind", "http", "grpc", "exit"), [
-    ("config", 400, "INVALID_ARGUMENT", 2),
-    ("not_found", 404, "NOT_FOUND", 1),
-    ("unavailable", 503, "UNAVAILABLE", 1),
-    ("over_capacity", 507, "RESOURCE_EXHAUSTED", 1),
-    ("error", 409, "INTERNAL", 1),
-    ("timeout", 504, "DEADLINE_EXCEEDED", 1),
-    ("no-such-kind", 500, "INTERNAL", 1),
-])
+@pytest.mark.parametrize(
+    ("kind", "http", "grpc", "exit"),
+    [
+        ("config", 400, "INVALID_ARGUMENT", 2),
+        ("not_found", 404, "NOT_FOUND", 1),
+        ("unavailable", 503, "UNAVAILABLE", 1),
+        ("over_capacity", 507, "RESOURCE_EXHAUSTED", 1),
+        ("error", 409, "INTERNAL", 1),
+        ("timeout", 504, "DEADLINE_EXCEEDED", 1),
+        ("no-such-kind", 500, "INTERNAL", 1),
+    ],
+)
 def test_codes_of_a_kind(kind, http, grpc, exit):
     assert errors.codes_of(kind) == errors.Codes(http, grpc, exit)
 

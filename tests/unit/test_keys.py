@@ -38,8 +38,9 @@ def test_overlong_segment_refused():
 
 
 segment = st.text(min_size=0, max_size=20)
-key_strategy = st.lists(st.one_of(segment, st.sampled_from(["..", ".", "", "/", "\x00"])),
-                        min_size=1, max_size=6).map("/".join)
+key_strategy = st.lists(
+    st.one_of(segment, st.sampled_from(["..", ".", "", "/", "\x00"])), min_size=1, max_size=6
+).map("/".join)
 
 
 @given(st.lists(key_strategy, max_size=30))

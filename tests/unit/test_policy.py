@@ -1,4 +1,3 @@
-
 from shardcache.policy import (
     Candidate,
     Protection,
@@ -25,14 +24,20 @@ def test_no_eviction_when_it_fits():
 
 
 def test_oldest_unprotected_are_evicted_first():
-    cands = [Candidate("s3://a", "old", 5, 1), Candidate("s3://a", "mid", 5, 2),
-             Candidate("s3://a", "new", 5, 3)]
+    cands = [
+        Candidate("s3://a", "old", 5, 1),
+        Candidate("s3://a", "mid", 5, 2),
+        Candidate("s3://a", "new", 5, 3),
+    ]
     assert [v.key for v in choose_victims(12, 3, cands, Protection())] == ["old", "mid"]
 
 
 def test_pinned_and_requester_objects_are_never_victims():
-    cands = [Candidate("s3://a", "pinned/x", 50, 1), Candidate("s3://a", "mine/y", 50, 2),
-             Candidate("s3://a", "other/z", 5, 3)]
+    cands = [
+        Candidate("s3://a", "pinned/x", 50, 1),
+        Candidate("s3://a", "mine/y", 50, 2),
+        Candidate("s3://a", "other/z", 5, 3),
+    ]
     prot = Protection(pinned=(("s3://a", "pinned/"),), requester=(("s3://a", "mine/"),))
     assert [v.key for v in choose_victims(8, 3, cands, prot)] == ["other/z"]
     assert choose_victims(20, 3, cands, prot) is None

@@ -44,8 +44,10 @@ def test_waiting_on_demand_reads_go_first_then_fifo():
             await sem.acquire(priority)
             order.append(name)
 
-        tasks = [asyncio.create_task(take(n, p)) for n, p in
-                 [("p1", PREFETCH), ("d1", ON_DEMAND), ("p2", PREFETCH), ("d2", ON_DEMAND)]]
+        tasks = [
+            asyncio.create_task(take(n, p))
+            for n, p in [("p1", PREFETCH), ("d1", ON_DEMAND), ("p2", PREFETCH), ("d2", ON_DEMAND)]
+        ]
         await asyncio.sleep(0)
         for _ in range(4):
             sem.release()

@@ -20,10 +20,17 @@ from shardcache.waitloop import Decision, Look, decide, poll
 DS = parse_url("s3://bucket-a/imagenet/")
 
 
-def status(state: str, local: int, total: int, n_local: int = 0, n_total: int = 0,
-           listed_at: float | None = None) -> DatasetStatus:
-    return DatasetStatus(DS, Path("/c"), DatasetState(state), n_total, n_local, total, local,
-                         listed_at=listed_at)
+def status(
+    state: str,
+    local: int,
+    total: int,
+    n_local: int = 0,
+    n_total: int = 0,
+    listed_at: float | None = None,
+) -> DatasetStatus:
+    return DatasetStatus(
+        DS, Path("/c"), DatasetState(state), n_total, n_local, total, local, listed_at=listed_at
+    )
 
 
 @pytest.mark.parametrize(
@@ -49,9 +56,20 @@ def test_a_status_is_listed_by_its_listing_time_or_its_state():
 
 
 def test_json_round_trip_keeps_every_field():
-    s = DatasetStatus(DS, Path("/c/imagenet"), DatasetState.FAILED, 3, 1, 300, 100,
-                      owners=("pod",), errors=(Failure("k", "integrity", "bad"),),
-                      listed_at=5.0, rate_bytes_per_s=2.5, eta_s=80.0)
+    s = DatasetStatus(
+        DS,
+        Path("/c/imagenet"),
+        DatasetState.FAILED,
+        3,
+        1,
+        300,
+        100,
+        owners=("pod",),
+        errors=(Failure("k", "integrity", "bad"),),
+        listed_at=5.0,
+        rate_bytes_per_s=2.5,
+        eta_s=80.0,
+    )
     doc = s.as_json()
     assert doc["state"] == "failed" and doc["fraction_local"] == pytest.approx(1 / 3, abs=1e-6)
     assert DatasetStatus.from_json(doc) == s
@@ -60,8 +78,12 @@ def test_json_round_trip_keeps_every_field():
 
 
 def test_from_json_refuses_what_is_not_a_status():
-    for bad in ({}, {"url": "nope"}, {"url": str(DS), "bytes_total": "x"},
-                {"url": str(DS), "errors": "x"}):
+    for bad in (
+        {},
+        {"url": "nope"},
+        {"url": str(DS), "bytes_total": "x"},
+        {"url": str(DS), "errors": "x"},
+    ):
         with pytest.raises((KeyError, TypeError, ValueError)):
             DatasetStatus.from_json(bad)
     assert DatasetStatus.from_json({"url": str(DS), "state": "??"}).state is DatasetState.IDLE
@@ -107,16 +129,27 @@ def test_decide(seen, wanted, timed_out, expected):
 def test_poll_looks_until_a_decision_ends_it_on_a_fake_clock():
     clock = [0.0]
     seen = iter([None, status("downloading", 10, 100), status("downloading", 80, 100)])
-    decision, last = poll(lambda: Look(next(seen)), 0.5, 10.0, interval_s=1.0,
-                          clock=lambda: clock[0],
-                          sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+    decision, last = poll(
+        lambda: Look(next(seen)),
+        0.5,
+        10.0,
+        interval_s=1.0,
+        clock=lambda: clock[0],
+        sleep=lambda s: clock.__setitem__(0, clock[0] + s),
+    )
     assert decision is Decision.REACHED and clock[0] == 2.0
     assert last.status is not None and last.status.bytes_local == 80
 
 
 def test_poll_times_out_even_when_the_caller_waits_through_settled_states():
     clock = [0.0]
-    decision, last = poll(lambda: Look(status("partial", 10, 100), "why"), 0.5, 3.0,
-                          interval_s=1.0, ends={Decision.REACHED}, clock=lambda: clock[0],
-                          sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+    decision, last = poll(
+        lambda: Look(status("partial", 10, 100), "why"),
+        0.5,
+        3.0,
+        interval_s=1.0,
+        ends={Decision.REACHED},
+        clock=lambda: clock[0],
+        sleep=lambda s: clock.__setitem__(0, clock[0] + s),
+    )
     assert decision is Decision.TIMED_OUT and clock[0] == 3.0 and last.note == "why"

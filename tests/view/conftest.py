@@ -29,12 +29,12 @@ from shardcache.store.layout import Layout
 from shardcache.testkit.emulators import Bucket
 from shardcache.testkit.proxy_rules import ProxyConfig
 from shardcache.testkit.proxyproc import ProxyProcess
+from shardcache_cluster.policy import load_policy
 from shardcache_csi.node import NodeDriver
 from shardcache_csi.proto import csi_pb2, csi_pb2_grpc
 from shardcache_csi.server import build_server
 from shardcache_csi.state import StateDir
 from shardcache_csi.view.client import ViewClient
-from shardcache_cluster.policy import load_policy
 
 RPC_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 30.0
@@ -53,8 +53,7 @@ def make_objects(n: int, seed: int, max_bytes: int = 48 * 1024) -> dict[str, byt
     """`n` objects of random sizes in a few class directories, like an image folder."""
     rng = random.Random(seed)
     return {
-        f"class-{i % 5}/{i:04d}.bin": rng.randbytes(rng.randint(1, max_bytes))
-        for i in range(n)
+        f"class-{i % 5}/{i:04d}.bin": rng.randbytes(rng.randint(1, max_bytes)) for i in range(n)
     }
 
 
@@ -103,8 +102,7 @@ class ViewEnv:
         return self.bucket.url(PREFIX)
 
     def target(self, pod_uid: str = POD_UID) -> str:
-        parent = (self.root / "kubelet" / "pods" / pod_uid / "volumes" / "kubernetes.io~csi"
-                  / "data")
+        parent = self.root / "kubelet" / "pods" / pod_uid / "volumes" / "kubernetes.io~csi" / "data"
         parent.mkdir(parents=True, exist_ok=True)
         return str(parent / "mount")
 
@@ -137,7 +135,8 @@ class ViewEnv:
                     raise AssertionError(self.server.log.read_text()[-4000:]) from None
                 if ours:
                     assert self.server.proc is not None and self.server.proc.poll() is None, (
-                        self.server.log.read_text()[-4000:])
+                        self.server.log.read_text()[-4000:]
+                    )
                 time.sleep(0.05)
 
     def restart_server(self) -> None:
@@ -147,14 +146,24 @@ class ViewEnv:
 
 def view_cmd(role: str, root: Path, agent_socket: Path, miss_timeout_s: float) -> list[str]:
     return [
-        sys.executable, "-m", "shardcache_csi.view.main", role,
-        "--socket", str(root / "view.sock"),
-        "--keeper-socket", str(root / "keeper.sock"),
-        "--agent-socket", str(agent_socket),
-        "--state-dir", str(root / "view-state"),
-        "--kubelet-dir", str(root / "kubelet"),
-        "--miss-timeout-s", str(miss_timeout_s),
-        "--log-level", "DEBUG",
+        sys.executable,
+        "-m",
+        "shardcache_csi.view.main",
+        role,
+        "--socket",
+        str(root / "view.sock"),
+        "--keeper-socket",
+        str(root / "keeper.sock"),
+        "--agent-socket",
+        str(agent_socket),
+        "--state-dir",
+        str(root / "view-state"),
+        "--kubelet-dir",
+        str(root / "kubelet"),
+        "--miss-timeout-s",
+        str(miss_timeout_s),
+        "--log-level",
+        "DEBUG",
     ]
 
 
@@ -169,10 +178,18 @@ def view_env(s3_server, s3_bucket: Bucket) -> Iterator[ViewEnv]:  # type: ignore
     channel = None
     server = None
     with ProxyProcess(s3_server.endpoint_url, SLOW) as proxy:
-        env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url,
-               "SHARDCACHE_MAX_CONCURRENCY": SLOW_CONCURRENCY}
-        agent = AgentProcess(root / "cache", root / "agent.sock", env=env,
-                             extra=["--policy-file", str(policy)], log_path=root / "agent.log")
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": proxy.url,
+            "SHARDCACHE_MAX_CONCURRENCY": SLOW_CONCURRENCY,
+        }
+        agent = AgentProcess(
+            root / "cache",
+            root / "agent.sock",
+            env=env,
+            extra=["--policy-file", str(policy)],
+            log_path=root / "agent.log",
+        )
         try:
             agent.start()
             keeper = Proc(view_cmd("keeper", root, agent.socket, 15.0), root / "keeper.log")
@@ -192,8 +209,16 @@ def view_env(s3_server, s3_bucket: Bucket) -> Iterator[ViewEnv]:  # type: ignore
             endpoint = f"unix://{root}/csi.sock"
             server = build_server(driver, endpoint=endpoint, node_id="node-1", version="test")
             channel = grpc.insecure_channel(endpoint)
-            ve = ViewEnv(root, s3_bucket, agent, keeper, view, root / "view.sock", driver,
-                         csi_pb2_grpc.NodeStub(channel))
+            ve = ViewEnv(
+                root,
+                s3_bucket,
+                agent,
+                keeper,
+                view,
+                root / "view.sock",
+                driver,
+                csi_pb2_grpc.NodeStub(channel),
+            )
             time.sleep(0.2)  # the keeper binds its socket; the server retries below if not
             ve.restart_server()
             yield ve

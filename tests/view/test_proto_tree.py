@@ -41,8 +41,9 @@ def test_error_reply_is_a_bare_negated_header() -> None:
 
 
 def test_init_offers_only_what_the_kernel_offered() -> None:
-    body = struct.pack("<IIIII", 7, 45, 131072, proto.INIT_EXT | proto.ASYNC_READ,
-                       proto.PASSTHROUGH >> 32) + bytes(44)
+    body = struct.pack(
+        "<IIIII", 7, 45, 131072, proto.INIT_EXT | proto.ASYNC_READ, proto.PASSTHROUGH >> 32
+    ) + bytes(44)
     offered = proto.decode_init(body)
     answer = proto.negotiate(offered, want_passthrough=True, max_write=4096, max_pages=32)
     assert answer.minor == 40
@@ -53,8 +54,10 @@ def test_init_offers_only_what_the_kernel_offered() -> None:
     flags2, depth = struct.unpack_from("<II", out, 32)
     assert (major, minor, flags2 << 32 & proto.PASSTHROUGH, depth) == (7, 40, proto.PASSTHROUGH, 2)
     old = proto.decode_init(struct.pack("<IIII", 7, 31, 0, proto.ASYNC_READ))
-    assert not proto.negotiate(old, want_passthrough=True, max_write=1, max_pages=1).flags \
+    assert (
+        not proto.negotiate(old, want_passthrough=True, max_write=1, max_pages=1).flags
         & proto.PASSTHROUGH
+    )
 
 
 def test_dirent_is_padded_to_eight_bytes() -> None:
@@ -112,8 +115,14 @@ class FakeSource:
 def view(tmp_path) -> tuple[ViewFs, FakeDevice, list]:  # type: ignore[no-untyped-def]
     tree = Tree([("hit.bin", 3), ("miss.bin", 5), ("gone.bin", 1)])
     device, jobs = FakeDevice(), []
-    fs = ViewFs(tree, FakeSource(str(tmp_path), {"hit.bin": b"abc"}, {"gone.bin"}), device,
-                MountState(passthrough=True), OpenStats(), jobs.append)
+    fs = ViewFs(
+        tree,
+        FakeSource(str(tmp_path), {"hit.bin": b"abc"}, {"gone.bin"}),
+        device,
+        MountState(passthrough=True),
+        OpenStats(),
+        jobs.append,
+    )
     return fs, device, jobs
 
 

@@ -39,8 +39,9 @@ class Agent:
 
 
 def source(tmp_path: Path, agent: Agent, clock: Clock, timeout_s: float = 5.0) -> CacheSource:
-    return CacheSource(SourceConfig(str(tmp_path / "ds"), "s3://b/ds/", timeout_s), agent,
-                       clock, clock.sleep)
+    return CacheSource(
+        SourceConfig(str(tmp_path / "ds"), "s3://b/ds/", timeout_s), agent, clock, clock.sleep
+    )
 
 
 def test_local_files_open_only_at_the_listed_size(tmp_path: Path) -> None:
@@ -75,12 +76,16 @@ def test_a_miss_fails_with_eio_when_the_agent_stays_away(tmp_path: Path) -> None
     assert src.failures[-1]["kind"] == "unavailable" and src.failures[-1]["key"] == "k"
 
 
-@pytest.mark.parametrize(("answer", "kind"), [
-    (NotFoundError("gone"), "not_found"),
-    (None, "not_cached"),
-])
-def test_an_answer_that_will_not_change_fails_at_once(tmp_path: Path, answer: object,
-                                                     kind: str) -> None:
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (NotFoundError("gone"), "not_found"),
+        (None, "not_cached"),
+    ],
+)
+def test_an_answer_that_will_not_change_fails_at_once(
+    tmp_path: Path, answer: object, kind: str
+) -> None:
     clock, agent = Clock(), Agent([answer])
     src = source(tmp_path, agent, clock)
     with pytest.raises(OSError) as info:

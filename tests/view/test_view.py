@@ -59,14 +59,17 @@ def test_scan_lists_all_and_a_non_root_reader_gets_exact_bytes(view_env: ViewEnv
     assert listed == {k: len(v) for k, v in view_env.objects.items()}
     assert local_at_scan < len(view_env.objects) / 2, "the prefetch was not slow enough"
     assert {"ro", "nosuid", "nodev", "noexec", "allow_other"} <= mount_flags(target)
-    for write in (lambda: os.open(os.path.join(target, "new"), os.O_CREAT | os.O_WRONLY),
-                  lambda: os.mkdir(os.path.join(target, "d")),
-                  lambda: os.unlink(os.path.join(target, "class-0/0000.bin"))):
+    for write in (
+        lambda: os.open(os.path.join(target, "new"), os.O_CREAT | os.O_WRONLY),
+        lambda: os.mkdir(os.path.join(target, "d")),
+        lambda: os.unlink(os.path.join(target, "class-0/0000.bin")),
+    ):
         with pytest.raises(OSError) as info:
             write()
         assert info.value.errno == errno.EROFS
-    out = subprocess.run([sys.executable, "-c", READER, target, "7"], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", READER, target, "7"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     got = dict(line.split() for line in out.stdout.splitlines())
     assert got == {k: sha(v) for k, v in view_env.objects.items()}
@@ -97,14 +100,25 @@ def test_a_deleted_object_fails_the_open_with_eio_and_is_named_in_status(
     assert counts is not None
     assert (counts.hit_opens, counts.miss_opens, counts.failed_opens) == (1, 1, 1)
     assert counts.miss_bytes == counts.hit_bytes == len(view_env.objects["class-1/0001.bin"])
-    cli = subprocess.run([str(Path(sys.executable).parent / "shardcache"), "status",
-                          "--agent", str(view_env.agent.socket), view_env.dataset],
-                         capture_output=True, text=True, timeout=60)
+    cli = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "shardcache"),
+            "status",
+            "--agent",
+            str(view_env.agent.socket),
+            view_env.dataset,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == 0, cli.stderr
     assert gone in cli.stdout + cli.stderr and "1/3 (33%)" in cli.stdout, cli.stdout
     metrics = view_env.agent.metrics_text()
-    assert 'shardcache_view_opens_total{dataset="' + view_env.dataset + '",result="failed"} 1' \
+    assert (
+        'shardcache_view_opens_total{dataset="' + view_env.dataset + '",result="failed"} 1'
         in metrics
+    )
     view_env.unpublish(target)
 
 
@@ -127,8 +141,15 @@ def test_without_passthrough_reads_are_served_by_the_view(tmp_path: Path) -> Non
     source = CacheSource(SourceConfig(str(tmp_path / "cache"), "s3://b/p/"), agent=None)  # type: ignore[arg-type]
     fd = open_device()
     device = FuseDevice(fd)
-    fs = ViewFs(Tree((k, len(v)) for k, v in data.items()), source, device, MountState(),
-                OpenStats(), lambda job: job(), passthrough=False)
+    fs = ViewFs(
+        Tree((k, len(v)) for k, v in data.items()),
+        source,
+        device,
+        MountState(),
+        OpenStats(),
+        lambda job: job(),
+        passthrough=False,
+    )
     mounter.mount_fuse(fd, str(target), 128 * 1024)
 
     def serve() -> None:

@@ -156,11 +156,16 @@ def test_torch_dataloader_with_fork_workers_reads_a_cold_epoch(view_env: ViewEnv
                 return rel, label, sha(f.read())
 
     ds = Folder(target)
-    assert len(ds) == 40 and {label for _, label in ds.samples} == {f"class-{i}" for i in
-                                                                    range(5)}
-    loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=2,
-                        multiprocessing_context="fork", timeout=60,
-                        generator=torch.Generator().manual_seed(0))
+    assert len(ds) == 40 and {label for _, label in ds.samples} == {f"class-{i}" for i in range(5)}
+    loader = DataLoader(
+        ds,
+        batch_size=4,
+        shuffle=True,
+        num_workers=2,
+        multiprocessing_context="fork",
+        timeout=60,
+        generator=torch.Generator().manual_seed(0),
+    )
     seen = {}
     for rels, _labels, digests in loader:
         seen.update(zip(rels, digests, strict=True))
@@ -172,12 +177,29 @@ def start_plugin(view_env: ViewEnv) -> subprocess.Popen[bytes]:
     """The real `shardcache-csi`, running its own view server (as in the DaemonSet), in a
     session of its own so that one killpg takes both down, like a dying container."""
     root = view_env.root
-    cmd = [sys.executable, "-m", "shardcache_csi.main", "--endpoint", f"unix://{root}/csi2.sock",
-           "--node-id", "node-1", "--state-dir", str(root / "state2"),
-           "--kubelet-dir", str(root / "kubelet"), "--policy-file", str(root / "policy.json"),
-           "--cache-dir", str(root / "cache"),
-           "--view-socket", str(view_env.view_socket), "--view-state-dir",
-           str(root / "view-state"), "--view-keeper-socket", str(root / "keeper.sock")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "shardcache_csi.main",
+        "--endpoint",
+        f"unix://{root}/csi2.sock",
+        "--node-id",
+        "node-1",
+        "--state-dir",
+        str(root / "state2"),
+        "--kubelet-dir",
+        str(root / "kubelet"),
+        "--policy-file",
+        str(root / "policy.json"),
+        "--cache-dir",
+        str(root / "cache"),
+        "--view-socket",
+        str(view_env.view_socket),
+        "--view-state-dir",
+        str(root / "view-state"),
+        "--view-keeper-socket",
+        str(root / "keeper.sock"),
+    ]
     env = {**os.environ, "SHARDCACHE_AGENT_SOCKET": str(view_env.agent.socket)}
     with open(root / "plugin.log", "ab") as log:
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
@@ -207,7 +229,8 @@ def test_plugin_and_its_view_server_killed_mid_read(view_env: ViewEnv) -> None:
         assert reader.digests == {k: sha(v) for k, v in view_env.objects.items()}
         node.NodeUnpublishVolume(
             csi_pb2.NodeUnpublishVolumeRequest(volume_id="csi-0123abcd", target_path=target),
-            timeout=60)
+            timeout=60,
+        )
         assert not os.path.exists(target)
         channel.close()
     finally:

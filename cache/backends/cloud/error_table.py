@@ -78,8 +78,7 @@ _BY_TYPE: dict[str, type[CacheError]] = {
         ],
         AccessDeniedError,
     ),
-    **dict.fromkeys(["ResourceNotFoundError", "FileNotFoundError", "NotFoundError"],
-                    NotFoundError),
+    **dict.fromkeys(["ResourceNotFoundError", "FileNotFoundError", "NotFoundError"], NotFoundError),
     "ResourceModifiedError": VersionChangedError,
     # obstore (`obstore.exceptions`): its own names, and GenericError for whatever else the
     # HTTP layer met (a 5xx, a reset, a body cut short); it retries nothing itself

@@ -75,7 +75,8 @@ class S3Backend(Guarded):
         from botocore.awsrequest import AWSRequest
 
         probe = await self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": _PROBE_KEY}, ExpiresIn=60)
+            "get_object", Params={"Bucket": self.bucket, "Key": _PROBE_KEY}, ExpiresIn=60
+        )
         path = urllib.parse.urlsplit(probe)
         if not path.path.endswith("/" + _PROBE_KEY):  # pragma: no cover - botocore changed
             raise RuntimeError(f"unexpected S3 URL layout for bucket {self.bucket}")
@@ -86,15 +87,20 @@ class S3Backend(Guarded):
         self._reader = None
         if objstore.available():
             self._reader = objstore.s3_reader(
-                self._base, self.bucket, self._region, self._credentials,
-                self.config.connect_timeout_s, self.config.read_timeout_s)
+                self._base,
+                self.bucket,
+                self._region,
+                self._credentials,
+                self.config.connect_timeout_s,
+                self.config.read_timeout_s,
+            )
         self._http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
             # No total timeout here: the engine bounds each read by read_timeout_s and calls a
             # stall a stall (retried once, not five times), and `guard` bounds every call.
-            timeout=aiohttp.ClientTimeout(total=None,
-                                          sock_connect=self.config.connect_timeout_s),
-            auto_decompress=False)
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_s),
+            auto_decompress=False,
+        )
 
     async def _signed_headers(self, url: str, headers: dict[str, str]) -> dict[str, str]:
         if self._credentials is None:  # anonymous access to a public bucket
@@ -109,22 +115,29 @@ class S3Backend(Guarded):
     async def list_objects(self, prefix: str) -> list[ObjectInfo]:
         """In parallel key ranges (`parallel_list`): a large prefix lists many times faster
         than one stream of pages, and a small one costs the same single request."""
-        return await list_parallel(self, prefix, min(self.config.max_concurrency,
-                                                     LIST_CONCURRENCY), self.config.retry)
+        return await list_parallel(
+            self, prefix, min(self.config.max_concurrency, LIST_CONCURRENCY), self.config.retry
+        )
 
-    async def list_page(self, prefix: str, start_after: str, delimiter: str,
-                        max_keys: int) -> Page:
+    async def list_page(self, prefix: str, start_after: str, delimiter: str, max_keys: int) -> Page:
         """One ListObjectsV2 page, signed and sent like a read and parsed with ElementTree:
         botocore's response parser costs about 60 ms of CPU per 1,000 keys, more than the
         page's round trip, which would make a parallel listing CPU-bound on a small node."""
-        params = {"list-type": "2", "prefix": prefix, "max-keys": str(max_keys),
-                  "encoding-type": "url"}
+        params = {
+            "list-type": "2",
+            "prefix": prefix,
+            "max-keys": str(max_keys),
+            "encoding-type": "url",
+        }
         if start_after != prefix:
             params["start-after"] = start_after
         if delimiter:
             params["delimiter"] = delimiter
-        url = self._base + "?" + urllib.parse.urlencode(sorted(params.items()),
-                                                         quote_via=urllib.parse.quote)
+        url = (
+            self._base
+            + "?"
+            + urllib.parse.urlencode(sorted(params.items()), quote_via=urllib.parse.quote)
+        )
         async with self.guard(prefix):
             headers = await self._signed_headers(url, {})
             async with self._http.get(url, headers=headers) as resp:
@@ -149,7 +162,8 @@ class S3Backend(Guarded):
         url = self._base + urllib.parse.quote(info.key, safe="/~")
         async with self.guard(info.key):
             headers = await self._signed_headers(
-                url, {"Range": f"bytes={start}-{end - 1}", "If-Match": f'"{info.version}"'})
+                url, {"Range": f"bytes={start}-{end - 1}", "If-Match": f'"{info.version}"'}
+            )
             async with self._http.get(url, headers=headers) as resp:
                 data = await resp.read()
                 if resp.status >= 300:
@@ -193,8 +207,9 @@ def parse_list_page(body: bytes) -> Page:
         last = key
         if not is_placeholder(key, size):
             objects.append(_s3_info(key, size, item.findtext(etag_tag) or ""))
-    prefixes = [_unquote(p.findtext(_NS + "Prefix") or "")
-                for p in root.iter(_NS + "CommonPrefixes")]
+    prefixes = [
+        _unquote(p.findtext(_NS + "Prefix") or "") for p in root.iter(_NS + "CommonPrefixes")
+    ]
     truncated = (root.findtext(_NS + "IsTruncated") or "").lower() == "true"
     return Page(objects=objects, prefixes=prefixes, truncated=truncated, last_key=last)
 
@@ -208,7 +223,8 @@ def _s3_error(status: int, body: bytes) -> HttpStatusError:
     """An S3 XML error body (`<Error><Code>…</Code><Message>…`) as an error the table knows."""
     try:
         root = ET.fromstring(body)
-        return HttpStatusError(status, root.findtext("Code") or "",
-                               (root.findtext("Message") or "")[:200])
+        return HttpStatusError(
+            status, root.findtext("Code") or "", (root.findtext("Message") or "")[:200]
+        )
     except ET.ParseError:
         return HttpStatusError(status, "", body[:200].decode("utf-8", "replace"))
