@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NotRequired, TypedDict
 
 from .partition import Partition
+from .reports import json_int, json_number
 from .urls import StoreURL, parse_url
 
 
@@ -121,7 +122,7 @@ class ViewCounts:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, object]) -> ViewCounts:
-        return cls(**{k: _int(doc, k) for k in cls.__dataclass_fields__})
+        return cls(**{k: json_int(doc, k) for k in cls.__dataclass_fields__})
 
 
 class ShareJSON(TypedDict):
@@ -168,10 +169,10 @@ class ShareStatus:
     def from_json(cls, doc: Mapping[str, object]) -> ShareStatus:
         return cls(
             Partition.parse(str(doc.get("partition"))),
-            objects_total=_int(doc, "objects_total"),
-            objects_local=_int(doc, "objects_local"),
-            bytes_total=_int(doc, "bytes_total"),
-            bytes_local=_int(doc, "bytes_local"),
+            objects_total=json_int(doc, "objects_total"),
+            objects_local=json_int(doc, "objects_local"),
+            bytes_total=json_int(doc, "bytes_total"),
+            bytes_local=json_int(doc, "bytes_local"),
             listed=doc.get("listed", True) is not False,
         )
 
@@ -293,14 +294,14 @@ class DatasetStatus:
             url=parse_url(str(doc["url"])),
             local_dir=Path(str(doc.get("local_dir") or "")),
             state=DatasetState.parse(doc.get("state")),
-            objects_total=_int(doc, "objects_total"),
-            objects_local=_int(doc, "objects_local"),
-            bytes_total=_int(doc, "bytes_total"),
-            bytes_local=_int(doc, "bytes_local"),
+            objects_total=json_int(doc, "objects_total"),
+            objects_local=json_int(doc, "objects_local"),
+            bytes_total=json_int(doc, "bytes_total"),
+            bytes_local=json_int(doc, "bytes_local"),
             owners=tuple(str(o) for o in owners),
             errors=tuple(Failure.from_json(e) for e in errors if isinstance(e, Mapping)),
             listed_at=float(listed_at) if isinstance(listed_at, int | float) else None,
-            rate_bytes_per_s=float(_num(doc, "rate_bytes_per_s")),
+            rate_bytes_per_s=float(json_number(doc, "rate_bytes_per_s")),
             eta_s=float(eta) if isinstance(eta, int | float) else None,
             view=ViewCounts.from_json(view) if isinstance(view, Mapping) else None,
             open_failures=tuple(
@@ -308,101 +309,6 @@ class DatasetStatus:
             ),
             shares=tuple(ShareStatus.from_json(s) for s in shares if isinstance(s, Mapping)),
         )
-
-
-def _num(doc: Mapping[str, object], name: str) -> float:
-    value = doc.get(name) or 0
-    if not isinstance(value, int | float | str):
-        raise TypeError(f"{name} must be a number")
-    return float(value)
-
-
-def _int(doc: Mapping[str, object], name: str) -> int:
-    return int(_num(doc, name))
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """What `verify` found: files checked and ok, and the names of the damaged (corrupt),
-    missing and stray ones (removed when it repaired)."""
-
-    checked: int = 0
-    ok: int = 0
-    corrupt: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    stray: list[str] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        return not (self.corrupt or self.missing or self.stray)
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "checked": self.checked,
-            "ok": self.ok,
-            "corrupt": self.corrupt,
-            "missing": self.missing,
-            "stray": self.stray,
-            "clean": self.clean,
-        }
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, object]) -> VerifyReport:
-        return cls(
-            _int(doc, "checked"),
-            _int(doc, "ok"),
-            _names(doc, "corrupt"),
-            _names(doc, "missing"),
-            _names(doc, "stray"),
-        )
-
-
-@dataclass(frozen=True)
-class Evicted:
-    """What `evict` removed."""
-
-    url: StoreURL
-    objects_removed: int
-    bytes_removed: int
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "url": str(self.url),
-            "objects_removed": self.objects_removed,
-            "bytes_removed": self.bytes_removed,
-        }
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, object]) -> Evicted:
-        return cls(
-            parse_url(str(doc["url"])), _int(doc, "objects_removed"), _int(doc, "bytes_removed")
-        )
-
-
-def _names(doc: Mapping[str, object], name: str) -> list[str]:
-    value = doc.get(name) or []
-    if not isinstance(value, list):
-        raise TypeError(f"{name} must be a list")
-    return [str(v) for v in value]
-
-
-@dataclass(frozen=True)
-class ManifestPage:
-    """Part of a dataset's manifest: (key relative to the prefix, size) in key order; `next`
-    is the key to continue after, None on the last page."""
-
-    url: StoreURL
-    objects_total: int
-    objects: tuple[tuple[str, int], ...]
-    next: str | None
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "url": str(self.url),
-            "objects_total": self.objects_total,
-            "objects": [list(o) for o in self.objects],
-            "next": self.next,
-        }
 
 
 @dataclass(frozen=True)
@@ -443,30 +349,3 @@ def with_progress(status: DatasetStatus, live: Progress) -> DatasetStatus:
         objects_local=max(status.objects_local, live.objects_done),
         bytes_local=max(status.bytes_local, live.bytes_done),
     )
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    """A snapshot of one engine's counters since it opened (the agent's metrics, and
-    `prefetch --output json` under `counters`)."""
-
-    objects_downloaded: int = 0
-    bytes_downloaded: int = 0
-    evictions: int = 0
-    evicted_bytes: int = 0
-    #: requests whose bytes did not add up, and whole objects that did not match
-    integrity_failures: int = 0
-    #: objects not cached for lack of room, to be read through
-    read_through: int = 0
-    object_retries: int = 0
-    version_restarts: int = 0
-    objects_failed: int = 0
-    disk_full: int = 0
-    #: bytes received from stores, and requests retried
-    bytes_read: int = 0
-    retries: int = 0
-    #: objects still to do in the prefetches running now
-    objects_queued: int = 0
-
-    def as_json(self) -> dict[str, int]:
-        return asdict(self)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import errors
-from ..status import DatasetStatus, Evicted, VerifyReport
+from ..reports import Evicted, VerifyReport
+from ..status import DatasetStatus
 
 T = TypeVar("T")
 

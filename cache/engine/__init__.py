@@ -5,17 +5,8 @@
 
 from __future__ import annotations
 
-from ..status import (
-    DatasetState,
-    DatasetStatus,
-    EngineStats,
-    Evicted,
-    Failure,
-    ManifestPage,
-    Progress,
-    ShareStatus,
-    VerifyReport,
-)
+from ..reports import EngineStats, Evicted, ManifestPage, VerifyReport
+from ..status import DatasetState, DatasetStatus, Failure, Progress, ShareStatus
 from .download import with_retries
 from .engine import Engine
 from .fetch import FetchResult

@@ -36,17 +36,8 @@ from ..config import Config
 from ..errors import CacheError
 from ..partition import Partition
 from ..policy import Usage
-from ..status import (
-    DatasetState,
-    DatasetStatus,
-    EngineStats,
-    Evicted,
-    ManifestPage,
-    Progress,
-    ShareStatus,
-    VerifyReport,
-    with_progress,
-)
+from ..reports import EngineStats, Evicted, ManifestPage, VerifyReport
+from ..status import DatasetState, DatasetStatus, Progress, ShareStatus, with_progress
 from ..store import maintenance, statusfile
 from ..store.adopt import AdoptReport, scan_full
 from ..store.store import Store

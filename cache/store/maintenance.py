@@ -8,7 +8,8 @@ import stat
 from dataclasses import dataclass, field
 
 from ..errors import CacheError
-from ..status import DatasetState, DatasetStatus, Failure, VerifyReport
+from ..reports import VerifyReport
+from ..status import DatasetState, DatasetStatus, Failure
 from ..urls import StoreURL, parse_url
 from . import files
 from .adopt import scan_full

@@ -35,7 +35,8 @@ from ..policy import (
     inode_room,
     trim,
 )
-from ..status import DatasetState, Failure, ManifestPage, ShareStatus
+from ..reports import ManifestPage
+from ..status import DatasetState, Failure, ShareStatus
 from ..urls import StoreURL, parse_url
 from . import files
 from .adopt import adopt_quick

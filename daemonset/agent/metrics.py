@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shardcache.status import EngineStats
+from shardcache.reports import EngineStats
 
 from ..prometheus import Family, Histogram, parse, render
 

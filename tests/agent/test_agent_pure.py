@@ -7,7 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from fake_apiserver import pod
-from shardcache.status import DatasetState, EngineStats, Failure, Progress, with_progress
+from shardcache.reports import EngineStats
+from shardcache.status import DatasetState, Failure, Progress, with_progress
 from shardcache.urls import parse_url
 from shardcache_cluster.agent import desired, metrics, status
 from shardcache_cluster.policy import Policy, parse_policy
