@@ -27,6 +27,7 @@ from typing import Any
 
 from ..backends.base import ObjectInfo
 from ..errors import CacheStateError, is_disk_full
+from .processes import process_alive, process_start_ticks
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects(
@@ -101,27 +102,6 @@ def _is_busy(error: sqlite3.Error) -> bool:
     """SQLITE_BUSY / SQLITE_LOCKED (the low byte of an extended result code)."""
     code = getattr(error, "sqlite_errorcode", 0) & 0xFF
     return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-def process_start_ticks(pid: int) -> int:
-    """Start time of `pid` in clock ticks since boot (0 if unknown): pid + start time names a
-    process uniquely even after its pid is reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def process_alive(pid: int, start_ticks: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return start_ticks == 0 or process_start_ticks(pid) in (0, start_ticks)
 
 
 class Index:
