@@ -183,7 +183,7 @@ def test_kill_9_mid_download_then_rerun(s3_server, s3_bucket, tmp_path):
         staging = cache / "staging"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if staging.exists() and any(p.stat().st_size > 1_000_000 for p in staging.iterdir()):
+            if _a_large_staging_file(staging):
                 break
             time.sleep(0.05)
         else:
@@ -199,3 +199,15 @@ def test_kill_9_mid_download_then_rerun(s3_server, s3_bucket, tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert tree(local) == {k[3:]: v for k, v in objects.items()}
     assert list(staging.iterdir()) == []
+
+
+def _a_large_staging_file(staging: Path) -> bool:
+    """Whether a download has written more than 1 MB; a file published (renamed away) between
+    the listing and its stat is simply not counted."""
+    for p in staging.iterdir() if staging.exists() else ():
+        try:
+            if p.stat().st_size > 1_000_000:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
