@@ -1,6 +1,6 @@
-"""The read-through view (issue 11): R2 through the view, R10, and `os.walk` of 100,000 files.
+"""The read-through view (issue 11): R2 and R4 through the view, R10, `os.walk` of 100,000 files.
 
-    python -m benchmarks.view [--runs 5] [--quick]
+    python -m benchmarks.view [--runs 5] [--quick] [--only r2,r4,r10,walk]
 
 Method (several runs, medians, every baseline measured in the same run, interleaved):
 - **R2**: every file of a dataset read (`open`, 1 MiB `read`s to the end) through a mounted
@@ -8,6 +8,8 @@ Method (several runs, medians, every baseline measured in the same run, interlea
   disk. Datasets: 300 files of 100 KiB and 2 files of 64 MiB, all local (prefetched) before the
   clock starts. Warm: one unmeasured pass first; cold: `echo 3 > /proc/sys/vm/drop_caches`
   before each measured pass. Ratio = plain time / view time (>= 0.95 is the goal).
+- **R4**: a training read loop through a view whose prefetch is running, against s3fs
+  reading directly through the same proxy, in the same run: `benchmarks/view_epochs.py`.
 - **R10**: the cloud-like proxy (20 ms to first byte, 90 MB/s per connection) in front of moto;
   a dataset of 300 objects of 1 MiB is being prefetched; objects from the end of the prefetch
   order (not local yet, checked) are opened and read through the view, each followed by a raw
@@ -372,13 +374,16 @@ def report(res: dict[str, Any], path: Path) -> None:
         "",
         "Method: `benchmarks/view.py` (docstring). Median [min-max] over "
         f"{res['runs']} runs. Machine: " + "; ".join(f"{k} {v}" for k, v in res["machine"].items()),
-        "",
-        "## R2: reads through the view / a plain local copy (goal >= 0.95)",
-        "",
-        "| files | page cache | plain / view (throughput ratio) | view s | plain s |",
-        "|---|---|---|---|---|",
     ]
-    for name, row in res["r2"].items():
+    if "r2" in res:
+        lines += [
+            "",
+            "## R2: reads through the view / a plain local copy (goal >= 0.95)",
+            "",
+            "| files | page cache | plain / view (throughput ratio) | view s | plain s |",
+            "|---|---|---|---|---|",
+        ]
+    for name, row in res.get("r2", {}).items():
         if isinstance(row, dict):
             files, mode = name.split()
             lines.append(
@@ -386,12 +391,24 @@ def report(res: dict[str, Any], path: Path) -> None:
                 f"{s(row['ratio_plain_over_view'])} | {s(row['view_s'])} | "
                 f"{s(row['plain_s'])} |"
             )
-    busy, idle = res["r10"]["samples"], res["r10"]["idle"]
-    lines += [
+    if "r4" in res:
+        from .view_epochs import report_lines
+
+        lines += report_lines(res["r4"], s)
+    if "r10" in res:
+        lines += _r10_lines(res["r10"], s)
+    if "walk" in res:
+        lines += _walk_lines(res["walk"], s)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _r10_lines(r10: dict[str, Any], s: Callable[..., str]) -> list[str]:
+    busy, idle = r10["samples"], r10["idle"]
+    lines = [
         "",
         "## R10: open + read of a miss through the view / raw GET of it (goal <= 1.2x + 20 ms)",
         "",
-        f"1 MiB objects. During a prefetch of {res['r10']['objects']} objects: "
+        f"1 MiB objects. During a prefetch of {r10['objects']} objects: "
         f"{len(busy)} misses, {sum(x['during_prefetch'] for x in busy):.0f} of them still "
         f"downloading when the open returned. Idle: {len(idle)} misses, nothing else "
         "running.",
@@ -421,15 +438,19 @@ def report(res: dict[str, Any], path: Path) -> None:
         ("agent fetch / raw", "agent_fetch_s", lambda x: x["agent_fetch_s"] / x["raw_s"]),
     ):
         lines.append(f"| {label} | {col(busy, fn, field)} | {col(idle, fn, field)} |")
-    lines += [
+    return lines
+
+
+def _walk_lines(walk_res: dict[str, Any], s: Callable[..., str]) -> list[str]:
+    lines = [
         "",
-        f"## Metadata: {res['walk']['files']:,} files",
+        f"## Metadata: {walk_res['files']:,} files",
         "",
         "| scan | view cold | view warm | plain cold | plain warm |",
         "|---|---|---|---|---|",
     ]
     for label in ("walk", "walk+stat"):
-        rows = res["walk"][label]
+        rows = walk_res[label]
         lines.append(
             f"| {label} | "
             + " | ".join(
@@ -437,14 +458,14 @@ def report(res: dict[str, Any], path: Path) -> None:
             )
             + " |"
         )
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.view")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", default="r2,r10,walk")
+    p.add_argument("--only", default="r2,r4,r10,walk")
     a = p.parse_args(argv)
     only = set(a.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="sc-vb-", dir="/tmp"))
@@ -457,8 +478,13 @@ def main(argv: list[str] | None = None) -> int:
         if "r2" in only:
             with Stack(work / "r2", None).run() as stack:
                 res["r2"] = bench_r2(stack, a.runs, a.quick)
+        cfg = ProxyConfig(first_byte_delay_s=0.020, bandwidth_bytes_per_s=90e6)
+        if "r4" in only:
+            from .view_epochs import bench_r4
+
+            with Stack(work / "r4", cfg).run() as stack:
+                res["r4"] = bench_r4(stack, a.runs, a.quick)
         if "r10" in only:
-            cfg = ProxyConfig(first_byte_delay_s=0.020, bandwidth_bytes_per_s=90e6)
             with Stack(work / "r10", cfg).run() as stack:
                 res["r10"] = bench_r10(stack, a.runs, a.quick)
         if "walk" in only:
@@ -469,12 +495,12 @@ def main(argv: list[str] | None = None) -> int:
                 with contextlib.suppress(OSError):
                     mounter.unmount(entry.mount_point, lazy=True)
         shutil.rmtree(work, ignore_errors=True)
-    stem = f"{res['date']}-view" + ("-quick" if a.quick else "")
+    subset = "" if {"r2", "r4", "r10", "walk"} <= only else "-" + "-".join(sorted(only))
+    stem = f"{res['date']}-view" + subset + ("-quick" if a.quick else "")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    if {"r2", "r10", "walk"} <= only:
-        report(res, RESULTS / f"{stem}.md")
-    print((RESULTS / f"{stem}.md").read_text() if (RESULTS / f"{stem}.md").exists() else res)
+    report(res, RESULTS / f"{stem}.md")
+    print((RESULTS / f"{stem}.md").read_text())
     return 0
 
 
