@@ -60,6 +60,7 @@ def bench_r4(stack: Stack, runs: int, quick: bool) -> dict[str, Any]:
         "mount_s": [],
         "ceiling_s": [],
         "local_at_end_of_epoch1": [],
+        "epoch1_miss_opens": [],
     }
     for run in range(runs):
         _one_run(stack, fs, run, quick, out)
@@ -100,7 +101,24 @@ def _one_run(stack: Stack, fs: Any, run: int, quick: bool, out: dict[str, Any]) 
     seconds, got = read_loop(view_read, keys, run * 100 + 2)
     _check(got, total)
     out["view_epoch2_s"].append(seconds)
+    out["epoch1_miss_opens"].append(_miss_opens(stack, prefix, 2 * len(keys)))
     out["ceiling_s"].append(_ceiling(stack, [(k, len(objects[k])) for k in keys], total))
+
+
+def _miss_opens(stack: Stack, prefix: str, opens: int) -> int:
+    """Opens that were misses, from the agent's status once the view server has reported all
+    `opens` (it reports every 2 s); epoch 2 is all hits, so these are epoch 1's misses."""
+    url = stack.bucket.url(prefix)
+
+    def reported() -> None:  # raises until ready: `_wait` takes any answer for readiness
+        view = stack.agent.status(url).view
+        if view is None or view.opens < opens:
+            raise LookupError("not reported yet")
+
+    _wait(reported, "view open counts", timeout_s=30)
+    view = stack.agent.status(url).view
+    assert view is not None
+    return view.miss_opens
 
 
 def _ceiling(stack: Stack, objects: list[tuple[str, int]], total: int) -> float:
@@ -154,6 +172,9 @@ def report_lines(r4: dict[str, Any], fmt: Any) -> list[str]:
         f"{LARGE} x 4 MiB unless --quick); 4 reader threads; cloud-like proxy on moto. "
         "Objects local when view epoch 1 ended: "
         + ", ".join(str(n) for n in r4["local_at_end_of_epoch1"])
+        + "; opens in epoch 1 "
+        "that were misses (fetched on open): "
+        + ", ".join(str(n) for n in r4["epoch1_miss_opens"])
         + ".",
         "",
         "| | seconds | s3fs / this (speed-up) |",
