@@ -298,10 +298,10 @@ def walk_view_child(target: str, dirs: int, per_dir: int, ready_fd: int) -> None
     dev = FuseDevice(fd)
     fs = ViewFs(
         tree,
-        None,
+        None,  # type: ignore[arg-type]
         dev,
         MountState(),
-        OpenStats(),  # type: ignore[arg-type]
+        OpenStats(),
         lambda job: threading.Thread(target=job).start(),
     )
     mounter.mount_fuse(fd, target, 128 * 1024)
