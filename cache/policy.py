@@ -36,6 +36,9 @@ class Usage:
     reserved: int
     disk_free: int
     disk_total: int
+    #: inodes free for unprivileged users and in all (0: unknown, as in pure tests)
+    files_free: int = 0
+    files_total: int = 0
 
 
 @dataclass(frozen=True)

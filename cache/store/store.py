@@ -197,7 +197,14 @@ class Store:
     def usage(self) -> Usage:
         st = os.statvfs(self.layout.root)
         free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-        return Usage(self.index.published_bytes(), self.index.reserved_bytes(), free, total)
+        return Usage(
+            self.index.published_bytes(),
+            self.index.reserved_bytes(),
+            free,
+            total,
+            files_free=st.f_favail,
+            files_total=st.f_files,
+        )
 
     def _protection(self, requester: Protect) -> Protection:
         pinned = tuple(
@@ -207,10 +214,11 @@ class Store:
 
     def _reserve(self, rid: str, size: int, requester: Protect) -> bool:
         with self.transaction() as idx:
-            room = headroom(self.usage(), self.config.max_bytes, self.config.min_free_fraction)
+            usage = self.usage()  # one statvfs for the byte and the inode room
+            room = headroom(usage, self.config.max_bytes, self.config.min_free_fraction)
             # Who is protected only matters when something must be evicted: reading the pins
             # for every object of a prefetch that fits was a query per object for nothing.
-            files_short = 1 - self._inode_room()
+            files_short = 1 - self._inode_room(usage)
             if size <= room and files_short <= 0:
                 victims: list[Candidate] | None = []
             else:
@@ -229,17 +237,17 @@ class Store:
             idx.add_reservation(rid, size)
             return True
 
-    def _inode_room(self) -> int:
-        st = os.statvfs(self.layout.root)
-        return inode_room(st.f_favail, st.f_files, self.config.min_free_inode_fraction)
+    def _inode_room(self, usage: Usage) -> int:
+        return inode_room(usage.files_free, usage.files_total, self.config.min_free_inode_fraction)
 
     def _trim(self) -> Trim:
         """Bring the cache back within its budget and reserves at start-up (the budget may
         have been lowered since the last run): unpinned objects go oldest first; what is
         pinned stays, and is reported."""
         with self.transaction():
-            room = headroom(self.usage(), self.config.max_bytes, self.config.min_free_fraction)
-            result = trim(room, self._inode_room(), self._candidates(), self._protection(()))
+            usage = self.usage()
+            room = headroom(usage, self.config.max_bytes, self.config.min_free_fraction)
+            result = trim(room, self._inode_room(usage), self._candidates(), self._protection(()))
             for v in result.victims:
                 self.evict_object(v.store, v.key)
         if result.victims:
