@@ -24,6 +24,7 @@ import jsonpatch
 import kubernetes_validate
 import pytest
 import trustme
+from kubelet.pss import restricted
 from shardcache_cluster.webhook.mutate import Settings
 from shardcache_cluster.webhook.server import ServerConfig, WebhookState, running
 
@@ -233,44 +234,9 @@ def validate_pod(pod: dict[str, Any]) -> None:
 
 
 def restricted_violations(pod: dict[str, Any]) -> list[str]:
-    """The Pod Security "restricted" checks that a mutation could break (PSS v1.33)."""
-    spec = pod["spec"]
-    found = []
-    allowed_volumes = {
-        "configMap",
-        "csi",
-        "downwardAPI",
-        "emptyDir",
-        "ephemeral",
-        "persistentVolumeClaim",
-        "projected",
-        "secret",
-    }
-    for volume in spec.get("volumes", []):
-        kinds = set(volume) - {"name"}
-        if not kinds <= allowed_volumes:
-            found.append(f"volume {volume['name']} uses {kinds - allowed_volumes}")
-    pod_sc = spec.get("securityContext", {})
-    for c in spec.get("containers", []) + spec.get("initContainers", []):
-        sc = c.get("securityContext", {})
-        if sc.get("privileged"):
-            found.append(f"{c['name']} privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            found.append(f"{c['name']} allowPrivilegeEscalation is not false")
-        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
-            found.append(f"{c['name']} does not drop ALL capabilities")
-        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
-            found.append(f"{c['name']} adds capabilities")
-        if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
-            found.append(f"{c['name']} may run as root")
-        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
-            found.append(f"{c['name']} runs as uid 0")
-        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
-        if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
-            found.append(f"{c['name']} has no RuntimeDefault seccomp profile")
-        if c.get("ports") and any(p.get("hostPort") for p in c["ports"]):
-            found.append(f"{c['name']} uses a hostPort")
-    return found
+    """The Pod Security "restricted" level's refusals for the pod (the one checker, shared with
+    the kubelet box: tests/kubelet/pss.py)."""
+    return restricted(pod["spec"])
 
 
 @pytest.fixture
