@@ -135,30 +135,35 @@ def plan(
     ops = _Ops()
     warnings: list[str] = []
     existing = {_name(v): v for v in _dicts(spec.get("volumes"))}
+
+    def claim(name: str, volume: dict[str, Any]) -> bool:
+        """Add `volume` unless the pod has one of that name; False when the pod's own volume
+        of that name is in the way (a re-invocation finds ours and keeps it)."""
+        if name not in existing:
+            ops.append(spec, "/spec/volumes", "volumes", volume)
+            return True
+        return _is_ours(existing[name], settings)
+
     usable = []
     for ds in datasets:
-        if ds.volume not in existing:
-            ops.append(spec, "/spec/volumes", "volumes", _volume(ds, opt_in, settings))
-        elif not _is_ours(existing[ds.volume], settings):
+        if claim(ds.volume, _volume(ds, opt_in, settings)):
+            usable.append(ds)
+        else:
             warnings.append(
                 f"shardcache: the pod already has a volume {ds.volume!r}; "
                 f"{ds.request.url} is not mounted"
             )
-            continue
-        usable.append(ds)
     if not usable:
         return ops.ops, warnings
     waiting = []
     for ds in usable if opt_in.wait_fraction > 0 else []:
-        if ds.status_volume not in existing:
-            ops.append(spec, "/spec/volumes", "volumes", _status_volume(ds, opt_in, settings))
-        elif not _is_ours(existing[ds.status_volume], settings):
+        if claim(ds.status_volume, _status_volume(ds, opt_in, settings)):
+            waiting.append(ds)
+        else:
             warnings.append(
                 f"shardcache: the pod already has a volume {ds.status_volume!r}; "
                 f"the pod does not wait for {ds.request.url}"
             )
-            continue
-        waiting.append(ds)
     socket = settings.mode == "hostpath"
     if socket and SOCKET_VOLUME not in existing:
         ops.append(spec, "/spec/volumes", "volumes", _socket_volume(settings))
