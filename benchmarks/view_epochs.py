@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from shardcache.testkit.benchstore import Endpoint
-from shardcache.testkit.readers import _raw_get, plan_requests, s3fs_filesystem
+from shardcache.testkit.readers import get_urls, plan_requests, s3fs_filesystem
 
 from .epochs import read_loop
 from .view import Stack, _all_local, _wait
@@ -141,7 +141,7 @@ def _ceiling(stack: Stack, objects: list[tuple[str, int]], total: int) -> float:
         )
         for k, _ in objects
     ]
-    got = asyncio.run(_raw_get(urls, plan_requests(objects, None), 32, False))
+    got = asyncio.run(get_urls(urls, plan_requests(objects, None), 32, False))
     seconds = time.perf_counter() - t0
     _check(got, total)
     return seconds

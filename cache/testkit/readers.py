@@ -85,9 +85,11 @@ def plan_requests(
     return out
 
 
-async def _raw_get(
+async def get_urls(
     urls: list[str], requests: list[tuple[int, int, int]], concurrency: int, ranged: bool
 ) -> int:
+    """Bytes read by `concurrency` aiohttp connections working through `requests` (index
+    into `urls`, start, end) on signed `urls`: the raw reader every ceiling is measured with."""
     import aiohttp
 
     todo = iter(requests)
@@ -124,7 +126,7 @@ def raw_get(
 
     def read() -> int:
         urls = presign(endpoint, [k for k, _ in objects])
-        return asyncio.run(_raw_get(urls, requests, concurrency, bool(part_bytes)))
+        return asyncio.run(get_urls(urls, requests, concurrency, bool(part_bytes)))
 
     return timed(
         f"raw aiohttp GET x{concurrency} ({what})", len(objects), sum(s for _, s in objects), read
