@@ -128,7 +128,7 @@ class Stack:
             )
             self.agent = AgentClient(str(w / "agent.sock"), timeout_s=30.0)
             self.view = ViewClient(str(w / "view.sock"))
-            _wait(lambda: self.agent.ready() and bool(_quiet(self.view.status)), "stack")
+            wait_until(lambda: self.agent.ready() and bool(_quiet(self.view.status)), "stack")
             try:
                 yield self
             finally:
@@ -161,7 +161,7 @@ def _quiet(fn: Callable[[], Any]) -> Any:
         return None
 
 
-def _wait(cond: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
+def wait_until(cond: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not _quiet(cond):
         if time.monotonic() > deadline:
@@ -169,7 +169,7 @@ def _wait(cond: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def _all_local(local: str, objects: dict[str, bytes]) -> bool:
+def all_local(local: str, objects: dict[str, bytes]) -> bool:
     return all(
         os.path.getsize(os.path.join(local, k.split("/", 1)[1])) == len(v)
         for k, v in objects.items()
@@ -189,7 +189,7 @@ def bench_r2(stack: Stack, runs: int, quick: bool) -> dict[str, Any]:
         prefix = next(iter(objects)).split("/")[0] + "/"
         stack.bucket.put(objects)
         view, local = stack.mount(prefix, name.lower())
-        _wait(functools.partial(_all_local, local, objects), "prefetch", timeout_s=600)
+        wait_until(functools.partial(all_local, local, objects), "prefetch", timeout_s=600)
         plain = stack.work / f"plain-{name}"
         shutil.copytree(local, plain)
         rels = sorted(k.split("/", 1)[1] for k in objects)

@@ -32,7 +32,7 @@ from shardcache.testkit.benchstore import Endpoint
 from shardcache.testkit.readers import get_urls, plan_requests, s3fs_filesystem
 
 from .epochs import read_loop
-from .view import Stack, _all_local, _wait
+from .view import Stack, all_local, wait_until
 
 SMALL, LARGE = 300, 4
 SMALL_BYTES, LARGE_BYTES = 100 * 1024, 4 << 20
@@ -94,7 +94,7 @@ def _one_run(stack: Stack, fs: Any, run: int, quick: bool, out: dict[str, Any]) 
         out["view_epoch1_s"].append(time.perf_counter() - t0)
         _check(got, total)
         out["local_at_end_of_epoch1"].append(_local_count(holder["local"], objects))
-        _wait(lambda: _all_local(holder["local"], objects), "prefetch", timeout_s=600)
+        wait_until(lambda: all_local(holder["local"], objects), "prefetch", timeout_s=600)
 
     for step in (view_epoch1, s3fs_epoch) if run % 2 == 0 else (s3fs_epoch, view_epoch1):
         step()
@@ -110,12 +110,12 @@ def _miss_opens(stack: Stack, prefix: str, opens: int) -> int:
     `opens` (it reports every 2 s); epoch 2 is all hits, so these are epoch 1's misses."""
     url = stack.bucket.url(prefix)
 
-    def reported() -> None:  # raises until ready: `_wait` takes any answer for readiness
+    def reported() -> None:  # raises until ready: `wait_until` takes any answer for readiness
         view = stack.agent.status(url).view
         if view is None or view.opens < opens:
             raise LookupError("not reported yet")
 
-    _wait(reported, "view open counts", timeout_s=30)
+    wait_until(reported, "view open counts", timeout_s=30)
     view = stack.agent.status(url).view
     assert view is not None
     return view.miss_opens
