@@ -92,18 +92,8 @@ def goals(res: dict[str, Any]) -> list[list[str]]:
                 0.95,
             )
     _r3(res.get("r3"), add)
+    _r4_view(res.get("r4_view"), add)
     _r4(res.get("r4"), add)
-    # R4 through the read-through view (epoch 1 reads while the prefetch runs) comes with the
-    # view (branch `view`); until it lands the row says so instead of a number
-    out.append(
-        [
-            "R4",
-            "first epoch through the read-through view / s3fs direct",
-            "-",
-            ">= 5x",
-            "pending (the view)",
-        ]
-    )
     _r5(res.get("r5"), add)
     _r6(res.get("r6"), add)
     _r7(res.get("r7"), add)
@@ -239,25 +229,62 @@ def _r11(r11: Any, add: Any) -> None:
     )
 
 
-def _r4(r4: Any, add: Any) -> None:
-    if not r4 or not r4.get("runs"):
+def _r4_view(r4: Any, add: Any) -> None:
+    """R4 as the goal defines it: epoch 1 reads through the view while the prefetch runs."""
+    if not r4 or not r4.get("s3fs_s"):
         return
-    first = [r["s3fs"][0] / r["shardcache"][0] for r in r4["runs"]]
-    later = [statistics.median(r["s3fs"]) / t for r in r4["runs"] for t in r["shardcache"][1:]]
+    s3 = r4["s3fs_s"]
+
+    def vs_s3fs(times: list[float]) -> Spread | None:
+        return spread([a / b for a, b in zip(s3, times, strict=True)])
+
     add(
         "R4",
-        "first epoch, s3fs direct time / shardcache time (prefetch + reads)",
-        spread(first),
+        "first epoch through the read-through view (register, mount, reads while the "
+        "prefetch runs) / s3fs direct, time",
+        vs_s3fs(r4["view_epoch1_s"]),
         5.0,
         ">= 5x",
         digits=1,
     )
     add(
         "R4",
-        "later epochs, s3fs direct time / shardcache time",
-        spread(later),
+        "later epoch through the view / s3fs direct, time",
+        vs_s3fs(r4["view_epoch2_s"]),
         20.0,
         ">= 20x",
+        digits=0,
+    )
+    add(
+        "R4 ref",
+        "the store's ceiling: raw aiohttp GET x32 of the same objects / s3fs direct "
+        "(no reader that fetches every byte once can beat it)",
+        vs_s3fs(r4["ceiling_s"]),
+        5.0,
+        text="-",
+        digits=1,
+    )
+
+
+def _r4(r4: Any, add: Any) -> None:
+    if not r4 or not r4.get("runs"):
+        return
+    first = [r["s3fs"][0] / r["shardcache"][0] for r in r4["runs"]]
+    later = [statistics.median(r["s3fs"]) / t for r in r4["runs"] for t in r["shardcache"][1:]]
+    add(
+        "R4 ref",
+        "without the view: first epoch = `shardcache prefetch`, then the reads / s3fs direct",
+        spread(first),
+        5.0,
+        text="-",
+        digits=1,
+    )
+    add(
+        "R4 ref",
+        "without the view: later epochs (local dir) / s3fs direct",
+        spread(later),
+        20.0,
+        text="-",
         digits=0,
     )
 

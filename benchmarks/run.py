@@ -35,6 +35,7 @@ from . import (
     report,
     startup,
     throughput,
+    view_epochs,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -143,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         _remote(plan, proxy, work, parts, results)
+        if "r4" in parts:
+            log(f"R4 through the read-through view, {plan.runs} runs (benchmarks/view_epochs.py)")
+            results["r4_view"] = _guarded(
+                lambda: view_epochs.measure(work / "r4view", proxy, plan.runs, a_quick(plan))
+            )
         _local(plan, work, parts, results)
         if "r12" in parts:
             log("R12: partitioned datasets, simulated to 1,000 nodes and run with real agents")

@@ -128,7 +128,7 @@ class Stack:
             )
             self.agent = AgentClient(str(w / "agent.sock"), timeout_s=30.0)
             self.view = ViewClient(str(w / "view.sock"))
-            wait_until(lambda: self.agent.ready() and bool(_quiet(self.view.status)), "stack")
+            wait_until(lambda: self.agent.ready() and _answers(self.view.status), "stack")
             try:
                 yield self
             finally:
@@ -154,16 +154,34 @@ class Stack:
         return str(parent / "mount"), str(doc.local_dir)
 
 
-def _quiet(fn: Callable[[], Any]) -> Any:
+def _answers(fn: Callable[[], Any]) -> bool:
+    """Whether `fn` returns at all (any answer, even an empty one), rather than raising."""
     try:
-        return fn() or True
+        fn()
     except Exception:
-        return None
+        return False
+    return True
+
+
+def _holds(cond: Callable[[], Any]) -> bool:
+    try:
+        return bool(cond())
+    except Exception:
+        return False
+
+
+def unmount_under(work: Path) -> None:
+    """Lazily unmount every mount below `work` (views left by a run that failed)."""
+    for entry in read_mountinfo():
+        if entry.mount_point.startswith(f"{work}/"):
+            with contextlib.suppress(OSError):
+                mounter.unmount(entry.mount_point, lazy=True)
 
 
 def wait_until(cond: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
+    """Poll until `cond()` returns something true; an exception counts as not yet."""
     deadline = time.monotonic() + timeout_s
-    while not _quiet(cond):
+    while not _holds(cond):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready within {timeout_s} s")
         time.sleep(0.05)
@@ -490,10 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         if "walk" in only:
             res["walk"] = bench_walk(work, a.runs, a.quick)
     finally:
-        for entry in read_mountinfo():
-            if entry.mount_point.startswith(f"{work}/"):
-                with contextlib.suppress(OSError):
-                    mounter.unmount(entry.mount_point, lazy=True)
+        unmount_under(work)
         shutil.rmtree(work, ignore_errors=True)
     subset = "" if {"r2", "r4", "r10", "walk"} <= only else "-" + "-".join(sorted(only))
     stem = f"{res['date']}-view" + subset + ("-quick" if a.quick else "")

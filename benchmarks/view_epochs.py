@@ -1,8 +1,8 @@
 """R4 through the read-through view: a training read loop on a view whose prefetch is running,
 against s3fs reading the same objects directly through the same proxy, in the same run.
 
-Part of `python -m benchmarks.view` (`--only r4`); in its own module because `view.py` is at
-the house size limit.
+Part of `python -m benchmarks.view` (`--only r4`) and of `make bench` (`measure`, the R4 rows
+of the goals table); in its own module because `view.py` is at the house size limit.
 
 Per run, a fresh dataset prefix (so the view is cold every run) of `SMALL` objects of 100 KiB
 and `LARGE` objects of 4 MiB, behind the cloud-like proxy (20 ms first byte, 90 MB/s per
@@ -26,13 +26,15 @@ import contextlib
 import os
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from shardcache.testkit.benchstore import Endpoint
+from shardcache.testkit.proxy_rules import ProxyConfig
 from shardcache.testkit.readers import get_urls, plan_requests, s3fs_filesystem
 
 from .epochs import read_loop
-from .view import Stack, all_local, wait_until
+from .view import Stack, all_local, unmount_under, wait_until
 
 SMALL, LARGE = 300, 4
 SMALL_BYTES, LARGE_BYTES = 100 * 1024, 4 << 20
@@ -49,6 +51,17 @@ def _dataset(run: int, quick: bool) -> dict[str, bytes]:
         }
     )
     return objects
+
+
+def measure(work: Path, proxy: ProxyConfig, runs: int, quick: bool) -> dict[str, Any]:
+    """R4 through the view on a stack of its own (moto, proxy, agent, view keeper and server)
+    under `work`; every mount it made is gone when it returns, whatever happened."""
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        with Stack(work, proxy).run() as stack:
+            return bench_r4(stack, runs, quick)
+    finally:
+        unmount_under(work)
 
 
 def bench_r4(stack: Stack, runs: int, quick: bool) -> dict[str, Any]:
@@ -110,10 +123,9 @@ def _miss_opens(stack: Stack, prefix: str, opens: int) -> int:
     `opens` (it reports every 2 s); epoch 2 is all hits, so these are epoch 1's misses."""
     url = stack.bucket.url(prefix)
 
-    def reported() -> None:  # raises until ready: `wait_until` takes any answer for readiness
+    def reported() -> bool:
         view = stack.agent.status(url).view
-        if view is None or view.opens < opens:
-            raise LookupError("not reported yet")
+        return view is not None and view.opens >= opens
 
     wait_until(reported, "view open counts", timeout_s=30)
     view = stack.agent.status(url).view

@@ -119,14 +119,19 @@ class ViewServer:
         log.info("mounted the view of %s on %s", dataset, target)
 
     def _wait_manifest(self, dataset: str) -> list[tuple[str, int]]:
+        """The dataset's manifest once the agent has listed it. The first looks come soon
+        (a small prefix lists in tens of ms, and the pod's start waits on this mount), then
+        every 0.2 s (a large one takes seconds)."""
         deadline = time.monotonic() + self.config.listing_timeout_s
+        pause = 0.01
         while True:
             try:
                 return list(self.agent.manifest(dataset))
             except UnavailableError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.2)
+                time.sleep(pause)
+                pause = min(0.2, pause * 2)
 
     # -- takeover -------------------------------------------------------------------------
     def take_over(self) -> int:
