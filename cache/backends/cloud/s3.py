@@ -155,7 +155,7 @@ class S3Backend(Guarded):
         end = clip(info, start, end)
         if start >= end:
             return b""
-        if self._reader is not None and _plain_path(info.key):
+        if self._reader is not None and objstore.nameable(info.key):
             async with self.guard(info.key):
                 data = await self._reader.read(info.key, start, end, info.version)
             return self.checked(info, start, data, end)
@@ -188,12 +188,6 @@ class S3Backend(Guarded):
 
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-
-
-def _plain_path(key: str) -> bool:
-    """Whether obstore can name the key: its paths have no empty, `.` or `..` segments and
-    no trailing slash; other keys (legal in S3) are read over the aiohttp session."""
-    return all(seg not in ("", ".", "..") for seg in key.split("/"))
 
 
 def parse_list_page(body: bytes) -> Page:
