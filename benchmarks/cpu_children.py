@@ -32,6 +32,42 @@ def _write_file(root: str, key: str, data: bytes) -> None:
     os.rename(tmp, dest)
 
 
+class _PartedFile:
+    """The floor of any cache for an object fetched in ranged parts: each part written at its
+    offset as it arrives, the MD5 fed in offset order (parts that arrive early wait in memory,
+    without bound), and once the last part is in, fsync and a rename into the mirror."""
+
+    def __init__(self, root: str, key: str, nparts: int) -> None:
+        import hashlib
+        import threading
+
+        self.root, self.key, self.remaining = root, key, nparts
+        self.tmp = os.path.join(root, "staging", key.replace("/", "_") + ".part")
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.next = 0
+        self.waiting: dict[int, bytes] = {}
+        self.lock = threading.Lock()
+
+    def write(self, start: int, data: bytes) -> None:
+        os.pwrite(self.fd, data, start)
+        with self.lock:
+            self.waiting[start] = data
+            while self.next in self.waiting:
+                chunk = self.waiting.pop(self.next)
+                self.md5.update(chunk)
+                self.next += len(chunk)
+            self.remaining -= 1
+            last = self.remaining == 0
+        if last:
+            self.md5.hexdigest()
+            os.fsync(self.fd)
+            os.close(self.fd)
+            dest = os.path.join(self.root, "data", self.key)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.rename(self.tmp, dest)
+
+
 # -- children ---------------------------------------------------------------------------------
 
 
@@ -57,6 +93,10 @@ async def _raw(
     ]
     todo = iter(requests)
     total = 0
+    parted: dict[str, _PartedFile] = {}
+    if write_to and part_bytes:
+        for k, size in zip(keys, sizes, strict=True):
+            parted[k] = _PartedFile(write_to, k, len(range(0, size, part_bytes)) or 1)
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(
@@ -74,7 +114,9 @@ async def _raw(
                 async with session.get(url, headers=dict(req.headers.items())) as resp:
                     resp.raise_for_status()
                     data = await resp.read()
-                if write_to:
+                if key in parted:
+                    await asyncio.to_thread(parted[key].write, start, data)
+                elif write_to:
                     await asyncio.to_thread(_write_file, write_to, key, data)
                 total += len(data)
 
@@ -119,6 +161,22 @@ async def _obstore(
     del store
     await asyncio.sleep(0.01)
     return total
+
+
+def _s3fs(env: dict[str, str], keys: list[str]) -> int:
+    """s3fs `cat` of every path at once (its own concurrency: one GET per object)."""
+    import fsspec
+
+    fs = fsspec.filesystem(
+        "s3",
+        key=env["AWS_ACCESS_KEY_ID"],
+        secret=env["AWS_SECRET_ACCESS_KEY"],
+        client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"], "region_name": "us-east-1"},
+        skip_instance_cache=True,
+        use_listings_cache=False,
+    )
+    paths = [f"{env['BENCH_BUCKET']}/{k}" for k in keys]
+    return sum(len(b) for b in fs.cat(paths).values())
 
 
 def _prefetch(env: dict[str, str], cache_dir: str, concurrency: int, part_bytes: int) -> int:
@@ -171,6 +229,8 @@ def child(reader: str, spec_path: str) -> None:
     elif reader == "raw+write":
         os.makedirs(os.path.join(spec["cache_dir"], "staging"))
         got = asyncio.run(_raw(env, keys, conc, part, sizes, spec["cache_dir"]))
+    elif reader == "s3fs":
+        got = _s3fs(env, keys)
     elif reader == "obstore":
         got = asyncio.run(_obstore(env, keys, conc, part, sizes))
     else:

@@ -13,8 +13,11 @@ Readers:
 - `raw`: a plain aiohttp GET loop, `--concurrency` requests in flight, each request signed
   with botocore's SigV4 header signer (exactly how the shardcache backend signs), one session;
   it neither lists nor writes: the floor a Python client can reach.
+- `raw+write`: `raw` that also does what any cache must: a new file per object, its bytes
+  (each ranged part at its offset as it arrives), their MD5 in offset order, fsync, a rename.
 - `obstore`: obstore `get_async` + `bytes_async` with the same concurrency (Rust signing,
   HTTP and retries); it neither lists nor writes.
+- `s3fs`: s3fs `cat` of every path at once, with its own concurrency (one GET per object).
 - `prefetch`: the engine in-process (`Engine.open` + `prefetch` of the prefix into a fresh
   cache directory): listing, index, durable writes and checks included.
 
@@ -39,7 +42,7 @@ from typing import Any
 
 #: the readers, in `cpu_children.py`; with `--base REF` also `prefetch@base`, the prefetch of an
 #: earlier commit measured in the same run
-READERS = ("raw", "raw+write", "obstore", "prefetch", "rerun")
+READERS = ("raw", "raw+write", "obstore", "s3fs", "prefetch", "rerun")
 #: the cache dir of the last `prefetch` child, which a `rerun` child prefetches again
 _LAST_PREFETCH: list[str] = []
 

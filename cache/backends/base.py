@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+#: what a read returns: `bytes`, or a read-only `memoryview` over the buffer a transfer library
+#: already holds (obstore's response body), which is written and hashed from where it lies:
+#: copying a 16 MiB part into a `bytes` holds the GIL while it runs, and on the benchmark
+#: machine those copies came to ~40 ms per part, the event loop stalled all the while
+#: (results/2026-11-30-coldfill.md, "Large objects (session 2)")
+Data = bytes | memoryview
+
 
 @dataclass(frozen=True)
 class Checksum:
@@ -47,7 +54,7 @@ class Backend(Protocol):
         """The current size and version of one object."""
         ...
 
-    async def read(self, info: ObjectInfo, start: int, end: int) -> bytes:
+    async def read(self, info: ObjectInfo, start: int, end: int) -> Data:
         """Bytes [start, end) of exactly the version in `info`.
 
         Raises VersionChangedError when the object no longer has that version, so a download

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import UnavailableError
-from .base import Backend, ObjectInfo
+from .base import Backend, Data, ObjectInfo
 
 
 class ThrottledBackend:
@@ -35,7 +35,7 @@ class ThrottledBackend:
         await asyncio.sleep(self.first_byte_delay_s)
         return await self.inner.stat(key)
 
-    async def read(self, info: ObjectInfo, start: int, end: int) -> bytes:
+    async def read(self, info: ObjectInfo, start: int, end: int) -> Data:
         data = await self.inner.read(info, start, end)
         transfer = len(data) / self.bytes_per_s if self.bytes_per_s else 0.0
         await asyncio.sleep(self.first_byte_delay_s + transfer)
@@ -91,7 +91,7 @@ class FaultyBackend:
     async def stat(self, key: str) -> ObjectInfo:
         return await self.inner.stat(key)
 
-    async def read(self, info: ObjectInfo, start: int, end: int) -> bytes:
+    async def read(self, info: ObjectInfo, start: int, end: int) -> Data:
         if self._always and self._always.search(info.key):
             self.injected["always"] += 1
             raise UnavailableError(f"{info.key}: injected persistent failure (503)")
@@ -109,7 +109,7 @@ class FaultyBackend:
         if data and self._rng.random() < self.plan.flip_rate:
             self.injected["flipped"] += 1
             pos = self._rng.randrange(len(data))
-            return data[:pos] + bytes([data[pos] ^ 0xFF]) + data[pos + 1 :]
+            return bytes(data[:pos]) + bytes([data[pos] ^ 0xFF]) + bytes(data[pos + 1 :])
         return data
 
     def _maybe_flaky(self, info: ObjectInfo, start: int) -> None:

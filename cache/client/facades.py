@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ..backends.base import Backend, ObjectInfo
+from ..backends.base import Backend, Data, ObjectInfo
 from ..config import Config
 from ..engine import (
     DatasetStatus,
@@ -153,7 +153,7 @@ class RemoteStore:
             step = self.config.part_size_bytes
             gate = asyncio.Semaphore(_READ_PARALLELISM)
 
-            async def part(start: int) -> bytes:
+            async def part(start: int) -> Data:
                 async with gate:
                     end = min(start + step, info.size)
                     return await self._retry(lambda: backend.read(info, start, end))

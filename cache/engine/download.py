@@ -25,7 +25,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ..backends.base import Backend, ObjectInfo
+from ..backends.base import Backend, Data, ObjectInfo
 from ..config import Config
 from ..errors import (
     IntegrityError,
@@ -88,14 +88,14 @@ class OrderedMD5:
     def __init__(self, parts: list[tuple[int, int]], max_buffered_bytes: int) -> None:
         self._starts = [s for s, _ in parts]
         self._next = 0
-        self._waiting: dict[int, bytes] = {}
+        self._waiting: dict[int, Data] = {}
         self._buffered = 0
         self._max = max_buffered_bytes
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._lock = threading.Lock()
         self.gave_up = False
 
-    def feed(self, start: int, data: bytes) -> None:
+    def feed(self, start: int, data: Data) -> None:
         with self._lock:
             if self.gave_up:
                 return
@@ -224,8 +224,8 @@ class Downloader:
 
     async def _read(
         self, backend: Backend, info: ObjectInfo, start: int, end: int, priority: int
-    ) -> bytes:
-        async def once() -> bytes:
+    ) -> Data:
+        async def once() -> Data:
             await self._slots.acquire(priority)
             try:
                 data = await asyncio.wait_for(
@@ -246,7 +246,7 @@ class Downloader:
                 )
             return data
 
-        async def counted() -> bytes:
+        async def counted() -> Data:
             try:
                 return await once()
             except IntegrityError as e:
@@ -262,7 +262,7 @@ class Downloader:
 
 
 def _write_and_hash(
-    staging: files.Staging, start: int, data: bytes, hasher: OrderedMD5 | None
+    staging: files.Staging, start: int, data: Data, hasher: OrderedMD5 | None
 ) -> None:
     files.write_part(staging, start, data)
     if hasher is not None:

@@ -67,7 +67,7 @@ def write_part(staging: Staging, offset: int, data: bytes | memoryview) -> None:
         write_at(staging.fd, offset, data)
 
 
-def write_whole(staging: Staging, data: bytes, fsync: bool) -> Finished:
+def write_whole(staging: Staging, data: bytes | memoryview, fsync: bool) -> Finished:
     """Write a whole small object and finish it, in one trip to a worker thread; its MD5 is
     hashed from memory (no read-back)."""
     write_part(staging, 0, data)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from ...config import Config
 from ...errors import IntegrityError
@@ -13,6 +14,9 @@ from ...urls import StoreURL
 from ..base import Checksum, ObjectInfo
 from ..memory import check_range
 from .error_table import translate
+
+#: the buffer type a read returns, kept as it was given
+_D = TypeVar("_D", bound=bytes | memoryview)
 
 
 class Guarded:
@@ -38,7 +42,7 @@ class Guarded:
                 raise
             raise err from e
 
-    def checked(self, info: ObjectInfo, start: int, data: bytes, end: int) -> bytes:
+    def checked(self, info: ObjectInfo, start: int, data: _D, end: int) -> _D:
         if len(data) != end - start:
             raise IntegrityError(
                 f"{self.where(info.key)}: asked for bytes [{start}, {end}) of version "

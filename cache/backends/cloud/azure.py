@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from ...errors import AccessDeniedError, VersionChangedError
-from ..base import Checksum, ObjectInfo
+from ..base import Checksum, Data, ObjectInfo
 from . import objstore
 from ._common import Guarded, clip, is_placeholder
 from .error_table import ACCESS_HINTS
@@ -105,7 +105,7 @@ class AzureBackend(Guarded):
             props = await self._container.get_blob_client(key).get_blob_properties()
         return _az_info(props)
 
-    async def read(self, info: ObjectInfo, start: int, end: int) -> bytes:
+    async def read(self, info: ObjectInfo, start: int, end: int) -> Data:
         from azure.core import MatchConditions
 
         end = clip(info, start, end)
@@ -114,7 +114,7 @@ class AzureBackend(Guarded):
         try:
             async with self.guard(info.key):
                 if self._reader is not None and objstore.nameable(info.key):
-                    data = await self._reader.read(info.key, start, end, info.version)
+                    data: Data = await self._reader.read(info.key, start, end, info.version)
                 else:
                     stream = await self._container.get_blob_client(info.key).download_blob(
                         offset=start,

@@ -95,7 +95,7 @@ class ObjectReader:
     def __init__(self, store: Any) -> None:
         self._store = store
 
-    async def read(self, key: str, start: int, end: int, etag: str) -> bytes:
+    async def read(self, key: str, start: int, end: int, etag: str) -> memoryview:
         import obstore
         from obstore.exceptions import GenericError
 
@@ -109,7 +109,8 @@ class ObjectReader:
             if mapped is None:
                 raise
             raise mapped from e
-        return data.to_bytes()
+        # a view of obstore's own buffer, not `to_bytes()`: see `Data` in backends/base.py
+        return memoryview(data)
 
 
 _STATUS = re.compile(r"status code: (\d{3})")

@@ -20,7 +20,7 @@ import urllib.parse
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from ..base import Checksum, ObjectInfo
+from ..base import Checksum, Data, ObjectInfo
 from ..parallel_list import Page, list_parallel
 from . import objstore
 from ._common import Guarded, clip, is_placeholder
@@ -151,14 +151,14 @@ class S3Backend(Guarded):
             head = await self._s3.head_object(Bucket=self.bucket, Key=key)
         return _s3_info(key, int(head["ContentLength"]), head["ETag"])
 
-    async def read(self, info: ObjectInfo, start: int, end: int) -> bytes:
+    async def read(self, info: ObjectInfo, start: int, end: int) -> Data:
         end = clip(info, start, end)
         if start >= end:
             return b""
         if self._reader is not None and objstore.nameable(info.key):
             async with self.guard(info.key):
-                data = await self._reader.read(info.key, start, end, info.version)
-            return self.checked(info, start, data, end)
+                view = await self._reader.read(info.key, start, end, info.version)
+            return self.checked(info, start, view, end)
         url = self._base + urllib.parse.quote(info.key, safe="/~")
         async with self.guard(info.key):
             headers = await self._signed_headers(
