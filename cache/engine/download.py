@@ -17,6 +17,7 @@ uploads carry no whole-object MD5) restarts that one request; there is nothing s
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import random
 import threading
@@ -76,45 +77,69 @@ class PartTracker:
 
 
 class OrderedMD5:
-    """MD5 of an object whose parts arrive out of order, hashed as they arrive.
+    """MD5 of an object whose parts arrive out of order, hashed in offset order as they arrive.
 
-    Parts are fed in offset order as soon as the next one is there; the ones that arrive early
-    wait in memory, at most `max_buffered_bytes` of them, past which the hasher gives up and
-    the file is read back once at the end (what every download did before: one more pass over
-    the file, which on a small machine costs a visible share of a large-object prefetch).
+    Each part is fed once it is written. The next part in offset order is hashed at once, and
+    so is every part after it that is already in; a part that arrives early waits in memory
+    while the early ones together stay under `max_buffered_bytes`, and past that only its place
+    is noted: when the hash reaches it, it is read back from the staging file (`read_back`,
+    from the page cache, just written) in `_READ_BACK` pieces. Nothing is read back twice, and
+    the file is never read whole at the end: the previous version gave up past the budget and
+    hashed the whole file after the last part, which on the benchmark machine (parts of one
+    object arriving in any order) put a 128 MiB hash (~0.2 s) after the transfer.
     Fed from worker threads, so the state sits behind a lock.
     """
 
-    def __init__(self, parts: list[tuple[int, int]], max_buffered_bytes: int) -> None:
-        self._starts = [s for s, _ in parts]
+    def __init__(
+        self,
+        parts: list[tuple[int, int]],
+        max_buffered_bytes: int,
+        read_back: Callable[[int, int], Data],
+    ) -> None:
+        self._parts = parts
         self._next = 0
-        self._waiting: dict[int, Data] = {}
+        #: parts that arrived early: their bytes, or None when they are to be read back
+        self._waiting: dict[int, Data | None] = {}
         self._buffered = 0
         self._max = max_buffered_bytes
+        self._read_back = read_back
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._lock = threading.Lock()
-        self.gave_up = False
+        #: bytes hashed from the staging file rather than from memory (for tests and metrics)
+        self.read_back_bytes = 0
 
     def feed(self, start: int, data: Data) -> None:
         with self._lock:
-            if self.gave_up:
-                return
-            self._waiting[start] = data
-            self._buffered += len(data)
-            while self._next < len(self._starts) and self._starts[self._next] in self._waiting:
-                chunk = self._waiting.pop(self._starts[self._next])
-                self._buffered -= len(chunk)
-                self._md5.update(chunk)
-                self._next += 1
-            if self._buffered > self._max:
-                self.gave_up = True
-                self._waiting.clear()
+            if self._buffered + len(data) <= self._max or start == self._parts[self._next][0]:
+                self._waiting[start] = data
+                self._buffered += len(data)
+            else:
+                self._waiting[start] = None
+            while self._next < len(self._parts) and self._parts[self._next][0] in self._waiting:
+                self._hash_next()
+
+    def _hash_next(self) -> None:
+        begin, end = self._parts[self._next]
+        chunk = self._waiting.pop(begin)
+        if chunk is None:
+            for at in range(begin, end, _READ_BACK):
+                piece = self._read_back(at, min(at + _READ_BACK, end))
+                self._md5.update(piece)
+                self.read_back_bytes += len(piece)
+        else:
+            self._buffered -= len(chunk)
+            self._md5.update(chunk)
+        self._next += 1
 
     def hexdigest(self) -> str | None:
-        """The MD5 when every part was fed in this pass, else None (read the file back)."""
+        """The MD5 when every part was fed, else None (the file is then read back whole)."""
         with self._lock:
-            done = not self.gave_up and self._next == len(self._starts)
-            return self._md5.hexdigest() if done else None
+            return self._md5.hexdigest() if self._next == len(self._parts) else None
+
+
+#: read-back piece of `OrderedMD5`: small enough to stay in the CPU's cache between the
+#: copy out of the page cache and the hash
+_READ_BACK = 4 * 1024 * 1024
 
 
 async def with_retries(
@@ -180,7 +205,11 @@ class Downloader:
         # Hash on the way only when this pass fetches every part; after a failed round the
         # kept parts are on disk only, and the file is read back instead.
         hasher = (
-            OrderedMD5(tracker.parts, 4 * self._config.part_size_bytes)
+            OrderedMD5(
+                tracker.parts,
+                4 * self._config.part_size_bytes,
+                functools.partial(files.read_part, staging),
+            )
             if len(todo) == len(tracker.parts)
             else None
         )

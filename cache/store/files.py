@@ -67,6 +67,19 @@ def write_part(staging: Staging, offset: int, data: bytes | memoryview) -> None:
         write_at(staging.fd, offset, data)
 
 
+def read_part(staging: Staging, start: int, end: int) -> bytes:
+    """Bytes [start, end) of a staging file unless it was closed meanwhile (see `write_part`)."""
+    with staging.lock:
+        if staging.fd < 0:
+            raise FileNotFoundError(f"staging file {staging.name} was discarded")
+        data = os.pread(staging.fd, end - start, start)
+        while len(data) < end - start and (
+            more := os.pread(staging.fd, end - start - len(data), start + len(data))
+        ):
+            data += more
+    return data
+
+
 def write_whole(staging: Staging, data: bytes | memoryview, fsync: bool) -> Finished:
     """Write a whole small object and finish it, in one trip to a worker thread; its MD5 is
     hashed from memory (no read-back)."""
@@ -85,7 +98,8 @@ def md5_of_fd(fd: int) -> str:
 
 def finish(staging: Staging, md5: str | None, fsync: bool) -> Finished:
     """Make the staging file durable and read-only; return its identity for the index.
-    Without `md5` (parts arrived too far out of order to hash on the way), it is read back."""
+    Without `md5` (a later round of a download, which kept parts it did not hash), the file
+    is read back."""
     if md5 is None:
         md5 = md5_of_fd(staging.fd)
     os.fchmod(staging.fd, 0o444)
