@@ -7,7 +7,8 @@ page), so the ratio isolates the parallelism: the sequential stream asks for pag
 (`StartAfter` = the last key), the parallel one is `list_parallel` at each concurrency of the
 sweep. Each run lists both ways, in alternating order; both must return exactly the N keys.
 Reported: seconds, pages requested (the proxy's own count, retries included), CPU seconds of
-this process and of the emulator's process (psutil), and the ratio per run, median over runs.
+this process, of the emulator's and of the proxy's process (psutil), the same per page, and
+the ratio per run, median over runs.
 
     python -m benchmarks.listing --keys 1000000 --runs 2
 """
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "ds/"
+#: suffix of the readers that parse pages with ElementTree (`--tree`: the before figures)
+TREE = " (tree)"
 
 
 async def _sequential(backend: Any) -> tuple[int, int]:
@@ -55,7 +58,7 @@ def _measure(
     url: str, bucket: str, what: str, server_pid: int, proxy: Any, work: Path
 ) -> dict[str, Any]:
     import psutil
-    from shardcache.backends.cloud import open_backend
+    from shardcache.backends.cloud import open_backend, s3
     from shardcache.config import Config
     from shardcache.urls import parse_url
 
@@ -69,18 +72,22 @@ def _measure(
             }
         },
     )
-    server = psutil.Process(server_pid)
+    server, proxy_proc = psutil.Process(server_pid), psutil.Process(proxy.pid)
 
     async def go() -> dict[str, Any]:
         backend = await open_backend(parse_url(f"s3://{bucket}/"), config)
+        parse = s3.parse_list_page
+        if what.endswith(TREE):
+            s3.parse_list_page = s3.parse_list_page_tree  # the parser before session 2
         try:
             before = proxy.stats()["requests_total"]
             s_cpu = sum(server.cpu_times()[:2])
+            p_cpu = sum(proxy_proc.cpu_times()[:2])
             cpu, wall = time.process_time(), time.perf_counter()
-            if what == "sequential":
+            if what.startswith("sequential"):
                 keys, pages = await _sequential(backend)
             else:
-                keys, pages = await _parallel(backend, int(what.split("x")[1]))
+                keys, pages = await _parallel(backend, int(what.split("x")[1].split()[0]))
             return {
                 "what": what,
                 "keys": keys,
@@ -89,8 +96,10 @@ def _measure(
                 "seconds": time.perf_counter() - wall,
                 "cpu_s": time.process_time() - cpu,
                 "server_cpu_s": sum(server.cpu_times()[:2]) - s_cpu,
+                "proxy_cpu_s": sum(proxy_proc.cpu_times()[:2]) - p_cpu,
             }
         finally:
+            s3.parse_list_page = parse
             await backend.close()
 
     return asyncio.run(go())
@@ -103,6 +112,7 @@ def measure(
     fast_xml: bool,
     first_byte_ms: float = 20.0,
     log: Any = print,
+    tree: bool = False,
 ) -> dict[str, Any]:
     """Sequential and parallel listings of a synthesized `keys`-key prefix, `runs` times."""
     from shardcache.testkit.proxy import ProxyConfig
@@ -120,6 +130,8 @@ def measure(
     info = json.loads(server.stdout.readline())
     log(json.dumps(info))
     readers = ["sequential"] + [f"parallel x{c}" for c in sweep]
+    if tree:
+        readers += [r + TREE for r in readers]
     results: list[dict[str, dict[str, Any]]] = []
     try:
         cfg = ProxyConfig(first_byte_delay_s=first_byte_ms / 1000, bandwidth_bytes_per_s=None)
@@ -159,8 +171,8 @@ def summary(res: dict[str, Any]) -> list[str]:
         "(median [min-max])",
         "",
         "| listing | seconds | pages (proxy) | pages in series | client CPU s | "
-        "emulator CPU s | speed-up |",
-        "|---|---|---|---|---|---|---|",
+        "emulator CPU s | proxy CPU s | CPU ms/page: client, emulator, proxy | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     runs = res["runs"]
     for w in res["readers"]:
@@ -170,10 +182,15 @@ def summary(res: dict[str, Any]) -> list[str]:
             return f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]"
 
         up = [r["sequential"]["seconds"] / r[w]["seconds"] for r in runs]
+
+        def per_page(k: str, w: str = w) -> str:
+            return f"{statistics.median(1000 * r[w][k] / r[w]['proxy_requests'] for r in runs):.1f}"
+
+        cpu = ", ".join(per_page(k) for k in ("cpu_s", "server_cpu_s", "proxy_cpu_s"))
         out.append(
             f"| {w} | {col('seconds')} | {col('proxy_requests')} | {col('depth')} | "
-            f"{col('cpu_s')} | {col('server_cpu_s')} | {statistics.median(up):.2f} "
-            f"[{min(up):.2f}-{max(up):.2f}] |"
+            f"{col('cpu_s')} | {col('server_cpu_s')} | {col('proxy_cpu_s')} | {cpu} | "
+            f"{statistics.median(up):.2f} [{min(up):.2f}-{max(up):.2f}] |"
         )
     return out
 
@@ -185,8 +202,12 @@ def main() -> None:
     p.add_argument("--sweep", default="8,16,32", help="parallel concurrencies")
     p.add_argument("--first-byte-ms", type=float, default=20.0)
     p.add_argument("--fast-xml", action="store_true", help="see listing_server")
+    p.add_argument(
+        "--tree", action="store_true", help="also each listing with the ElementTree page parser"
+    )
     a = p.parse_args()
-    res = measure(a.keys, a.runs, [int(c) for c in a.sweep.split(",")], a.fast_xml, a.first_byte_ms)
+    sweep = [int(c) for c in a.sweep.split(",")]
+    res = measure(a.keys, a.runs, sweep, a.fast_xml, a.first_byte_ms, tree=a.tree)
     print("\n".join(["", *summary(res)]))
 
 

@@ -68,6 +68,12 @@ class ProxyProcess:
             proc.wait(timeout=10)
         proc.stdout.close()
 
+    @property
+    def pid(self) -> int:
+        """The proxy process's id (benchmarks read its CPU time)."""
+        assert self._proc is not None
+        return self._proc.pid
+
     def stats(self) -> dict[str, int]:
         """The proxy's counters since it started (see `ProxyStats`)."""
         assert self._proc is not None and self._proc.stdin is not None

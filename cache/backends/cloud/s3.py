@@ -22,7 +22,7 @@ from typing import Any
 
 from ..base import Checksum, Data, ObjectInfo
 from ..parallel_list import Page, list_parallel
-from . import objstore
+from . import objstore, s3_xml
 from ._common import Guarded, clip, is_placeholder
 from .error_table import HttpStatusError
 
@@ -191,7 +191,21 @@ _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
 def parse_list_page(body: bytes) -> Page:
-    """A ListObjectsV2 response (`encoding-type=url`) as a `Page` (pure)."""
+    """A ListObjectsV2 response (`encoding-type=url`) as a `Page` (pure): read by `s3_xml`
+    when it is in the plain shape S3 writes (most of a listing's CPU otherwise), else by
+    ElementTree."""
+    raw = s3_xml.parse_fast(body)
+    if raw is None:
+        return parse_list_page_tree(body)
+    objects = [
+        _s3_info(k, size, etag) for k, size, etag in raw.objects if not is_placeholder(k, size)
+    ]
+    last = raw.objects[-1][0] if raw.objects else None
+    return Page(objects=objects, prefixes=raw.prefixes, truncated=raw.truncated, last_key=last)
+
+
+def parse_list_page_tree(body: bytes) -> Page:
+    """The same with ElementTree: any well-formed page, at about twice the CPU."""
     root = ET.fromstring(body)
     objects, last = [], None
     key_tag, size_tag, etag_tag = _NS + "Key", _NS + "Size", _NS + "ETag"
