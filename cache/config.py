@@ -100,6 +100,14 @@ class Config:
     read_timeout_s: float = 120.0
     #: fsync files and directories before publishing: a crash never exposes a torn file
     fsync: bool = True
+    #: a prefetch reuses the dataset's saved listing (no LIST request) while it is younger
+    #: than this; 0 lists every time. Pods of one job and the restarts of a crashing one
+    #: (kubelet's back-off tops out at 5 minutes) arrive within minutes, and a listing of a
+    #: million keys costs ~1,000 requests and tens of seconds; a dataset is rarely changed in
+    #: place, and a changed object is still caught at download (its version is checked), so
+    #: the bound only delays seeing added or deleted keys, by at most 10 minutes.
+    #: `shardcache prefetch --refresh` lists at once.
+    listing_max_age_s: float = 600.0
     #: the retry budgets of one download (requests, object rounds, version restarts)
     retry: Retry = field(default_factory=Retry)
     #: backend options keyed by normalised scheme ("s3", "gs", "az"), passed to the adapter
@@ -118,6 +126,8 @@ class Config:
             raise ConfigError(f"max_concurrency must be at least 1, got {self.max_concurrency}")
         if self.part_size_bytes < 1024 * 1024:
             raise ConfigError("part_size_bytes must be at least 1 MiB")
+        if not self.listing_max_age_s >= 0:  # NaN too
+            raise ConfigError(f"listing_max_age_s must be >= 0, got {self.listing_max_age_s}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Config:
@@ -132,6 +142,8 @@ class Config:
             values["min_free_inode_fraction"] = _float(env, "SHARDCACHE_MIN_FREE_INODE_FRACTION")
         if env.get("SHARDCACHE_MAX_CONCURRENCY"):
             values["max_concurrency"] = int(_float(env, "SHARDCACHE_MAX_CONCURRENCY"))
+        if env.get("SHARDCACHE_LISTING_MAX_AGE_S"):
+            values["listing_max_age_s"] = _float(env, "SHARDCACHE_LISTING_MAX_AGE_S")
         if env.get("SHARDCACHE_FSYNC"):
             values["fsync"] = env["SHARDCACHE_FSYNC"].strip().lower() not in ("0", "false", "no")
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -38,7 +38,11 @@ def _prefetch(client: AgentClient, args: argparse.Namespace, out: Output) -> int
     share = getattr(args, "partition", None)
     # an explicit --owner pins until released; cli-PID's lease ends soon after this process
     status = client.register(
-        url, owner, durable=bool(args.owner), partition=str(share) if share else None
+        url,
+        owner,
+        durable=bool(args.owner),
+        partition=str(share) if share else None,
+        refresh=getattr(args, "refresh", False),
     )
     try:
         with out.progress(url) as update:

@@ -22,7 +22,11 @@ async def _prefetch(engine: Engine, args: argparse.Namespace, out: Output) -> in
     ds = parse_url(args.url).as_dataset()
     with out.progress(str(ds)) as update:
         report = await engine.prefetch(
-            ds, owner=args.owner, progress=update, shares=(getattr(args, "partition", None),)
+            ds,
+            owner=args.owner,
+            progress=update,
+            shares=(getattr(args, "partition", None),),
+            refresh=getattr(args, "refresh", False),
         )
     return report_prefetch(report, out, engine.stats())
 
@@ -47,6 +51,7 @@ def report_prefetch(report: PrefetchReport, out: Output, stats: EngineStats | No
                 ],
                 "not_cached": report.not_cached,
                 "seconds": round(report.seconds, 3),
+                "listing_reused": report.listing_reused,
             }
         )
     else:
@@ -56,6 +61,7 @@ def report_prefetch(report: PrefetchReport, out: Output, stats: EngineStats | No
             f"{report.objects_downloaded} downloaded ({format_size(report.bytes_downloaded)}"
             f" at {format_size(rate)}/s), {report.objects_already_local} already local, "
             f"in {report.seconds:.1f} s"
+            + (" (the saved listing was reused; --refresh lists again)" * report.listing_reused)
         )
         for r in report.refused[:20]:
             out.warn(f"refused key {r.key!r}: {r.reason}")

@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="fetch only member I of N's share (docs/partitions.md)",
     )
+    p.add_argument(
+        "--refresh",
+        action="store_true",
+        help="list the dataset again even if its saved listing is fresh "
+        "(SHARDCACHE_LISTING_MAX_AGE_S, default 600)",
+    )
 
     p = sub.add_parser("path", parents=[common], help="print the local path of a dataset or object")
     p.add_argument("url")

@@ -70,10 +70,12 @@ class AgentClient:
         *,
         durable: bool = False,
         partition: str | None = None,
+        refresh: bool = False,
     ) -> DatasetStatus:
         """Pin `url` for `owner` and prefetch it, or only the share `partition` ("I/N")
         (registering again renews the owner's lease; `durable`: the pin lasts until released,
-        even after this process ends)."""
+        even after this process ends; `refresh`: list the dataset again even if its saved
+        listing is fresh)."""
         body = {
             "url": url,
             "owner": owner,
@@ -81,6 +83,7 @@ class AgentClient:
             "prefetch": prefetch,
             "durable": durable,
             "partition": partition,
+            "refresh": refresh,
         }
         return _status(self._request("POST", "/v1/datasets", body))
 

@@ -116,10 +116,13 @@ class Engine:
         progress: Callable[[Progress], None] | None = None,
         download: bool = True,
         shares: tuple[Partition | None, ...] = (None,),
+        refresh: bool = False,
     ) -> PrefetchReport:
         """List the dataset `ds`, download what is missing (unless not `download`), publish,
         and report; `owner` also pins it. `progress` sees every step. With `shares`, only
-        the union of those members' shares is downloaded (docs/partitions.md)."""
+        the union of those members' shares is downloaded (docs/partitions.md). A listing
+        younger than `config.listing_max_age_s` is reused instead of listing again, unless
+        `refresh`."""
         ds = ds.as_dataset()
 
         def report(p: Progress) -> None:
@@ -128,7 +131,7 @@ class Engine:
                 progress(p)
 
         try:
-            return await self._prefetcher.run(ds, owner, report, download, shares)
+            return await self._prefetcher.run(ds, owner, report, download, shares, refresh)
         finally:
             self._live.pop(ds, None)
 

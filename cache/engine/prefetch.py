@@ -34,10 +34,19 @@ class PrefetchReport:
     failed: list[Failure] = field(default_factory=list)
     not_cached: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: the dataset's saved listing was reused (no LIST request): see `listing_is_fresh`
+    listing_reused: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+def listing_is_fresh(listed_at: float | None, now: float, max_age_s: float) -> bool:
+    """Whether a listing that ended at `listed_at` (wall clock) may stand in for a new one at
+    `now`: younger than `max_age_s`. A time ahead of `now` (the clock was set back) is not
+    trusted."""
+    return listed_at is not None and 0.0 <= now - listed_at < max_age_s
 
 
 def failure_of(key: str, error: BaseException) -> Failure:
@@ -94,14 +103,20 @@ class Prefetcher:
         report: Callable[[Progress], None],
         download: bool,
         shares: Sequence[Partition | None] = (None,),
+        refresh: bool = False,
     ) -> PrefetchReport:
-        """List `ds`, download what is missing of the union of `shares` (None: the whole
-        dataset; a Partition: that member's share, see shardcache.partition), report."""
+        """List `ds` (or reuse its saved listing while it is fresh, unless `refresh`),
+        download what is missing of the union of `shares` (None: the whole dataset; a
+        Partition: that member's share, see shardcache.partition), report."""
         started = time.monotonic()
         store, url = self._store, str(ds)
         report(Progress(url, 0, 0, started_at=time.time(), listed=False))
-        objects, refused = await self._list(ds)
-        await store.call(store.record_listing, ds, objects, owner)
+        saved = None if refresh else await self._fresh_listing(ds, owner)
+        if saved is None:
+            objects, refused = await self._list(ds)
+            await store.call(store.record_listing, ds, objects, owner, refused)
+        else:
+            objects, refused = saved
         # The directory exists from the moment the dataset is known, empty or not, so that a
         # bind mount can be made before the first file arrives.
         local_dir = await store.call(store.make_dataset_dir, ds)
@@ -149,7 +164,18 @@ class Prefetcher:
             failed=run.failed,
             not_cached=run.not_cached,
             seconds=time.monotonic() - started,
+            listing_reused=saved is not None,
         )
+
+    async def _fresh_listing(
+        self, ds: StoreURL, owner: str | None
+    ) -> tuple[list[ObjectInfo], list[keymap.KeyRefusal]] | None:
+        """The dataset's saved listing if it is fresh enough to stand in for a new one."""
+        store = self._store
+        listed_at = await store.call(store.listed_at, ds)
+        if not listing_is_fresh(listed_at, time.time(), store.config.listing_max_age_s):
+            return None
+        return await store.call(store.reuse_listing, ds, owner)
 
     async def _list(self, ds: StoreURL) -> tuple[list[ObjectInfo], list[keymap.KeyRefusal]]:
         """The dataset's objects whose keys can be paths, and the refused ones."""

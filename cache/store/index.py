@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import ObjectInfo
+from ..backends.base import Checksum, ObjectInfo
 from ..errors import CacheStateError, is_disk_full
 from .processes import process_alive, process_start_ticks
 
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS datasets(
     url TEXT PRIMARY KEY, store TEXT NOT NULL, prefix TEXT NOT NULL, listed_at REAL,
     objects_total INTEGER NOT NULL DEFAULT 0, bytes_total INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'idle', errors TEXT NOT NULL DEFAULT '[]',
-    last_used REAL NOT NULL DEFAULT 0);
+    last_used REAL NOT NULL DEFAULT 0, refused TEXT);
 CREATE TABLE IF NOT EXISTS manifest(
     url TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, version TEXT NOT NULL,
     md5 TEXT, PRIMARY KEY (url, key)) WITHOUT ROWID;
@@ -78,6 +78,18 @@ class DatasetRow:
     state: str
     errors: list[dict[str, str]]
     last_used: float
+    #: the keys the last listing refused as unsafe, as [key, reason] pairs; None when that
+    #: listing was saved by a version that did not keep them (it cannot be reused)
+    refused: list[list[str]] | None = None
+
+
+def _refused(text: str | None, listed_at: float | None) -> list[list[str]] | None:
+    """The refused keys saved with the listing of `listed_at`. They carry that time, so a
+    listing saved later by an older shardcache (which leaves the column alone) is told apart
+    from the one they belong to: the column was added without a FORMAT change, and both
+    versions can keep using one cache."""
+    doc = json.loads(text) if text is not None else None
+    return doc["keys"] if doc is not None and doc["at"] == listed_at else None
 
 
 def _dataset_row(r: tuple[Any, ...]) -> DatasetRow:
@@ -91,6 +103,7 @@ def _dataset_row(r: tuple[Any, ...]) -> DatasetRow:
         state=r[6],
         errors=json.loads(r[7]),
         last_used=r[8],
+        refused=_refused(r[9], r[3]),
     )
 
 
@@ -141,6 +154,18 @@ class Index:
                 time.sleep(0.01)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an index written by an older version up to `_SCHEMA` (columns added at the
+        end of their table, so `SELECT *` rows keep their order)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(datasets)")}
+        if "refused" not in columns:
+            try:
+                self._db.execute("ALTER TABLE datasets ADD COLUMN refused TEXT")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):  # another process was first
+                    raise
 
     def close(self) -> None:
         self._db.close()
@@ -282,8 +307,16 @@ class Index:
 
     # -- datasets, manifests, pins ------------------------------------------------------
     def save_manifest(
-        self, url: str, store: str, prefix: str, objects: list[ObjectInfo], when: float
+        self,
+        url: str,
+        store: str,
+        prefix: str,
+        objects: list[ObjectInfo],
+        when: float,
+        refused: list[tuple[str, str]],
     ) -> None:
+        """The dataset's listing, complete, as of `when` (when it ended), with the keys it
+        refused."""
         self._db.execute("DELETE FROM manifest WHERE url=?", (url,))
         self._db.executemany(
             "INSERT INTO manifest VALUES (?,?,?,?,?)",
@@ -294,11 +327,30 @@ class Index:
         )
         self._db.execute(
             "INSERT INTO datasets(url, store, prefix, listed_at, objects_total, bytes_total, "
-            "state, last_used) VALUES (?,?,?,?,?,?,'listed',?) ON CONFLICT(url) DO UPDATE SET "
-            "listed_at=excluded.listed_at, objects_total=excluded.objects_total, "
-            "bytes_total=excluded.bytes_total, last_used=excluded.last_used",
-            (url, store, prefix, when, len(objects), sum(o.size for o in objects), when),
+            "state, last_used, refused) VALUES (?,?,?,?,?,?,'listed',?,?) ON CONFLICT(url) DO "
+            "UPDATE SET listed_at=excluded.listed_at, objects_total=excluded.objects_total, "
+            "bytes_total=excluded.bytes_total, last_used=excluded.last_used, "
+            "refused=excluded.refused",
+            (
+                url,
+                store,
+                prefix,
+                when,
+                len(objects),
+                sum(o.size for o in objects),
+                when,
+                json.dumps({"at": when, "keys": refused}),
+            ),
         )
+
+    def manifest_objects(self, url: str) -> list[ObjectInfo]:
+        """The dataset's saved listing, in key order."""
+        return [
+            ObjectInfo(key, size, version, Checksum("md5", md5) if md5 else None)
+            for key, size, version, md5 in self._db.execute(
+                "SELECT key, size, version, md5 FROM manifest WHERE url=? ORDER BY key", (url,)
+            )
+        ]
 
     def manifest_info(self, store: str, key: str) -> tuple[str, int, str, str | None] | None:
         row = self._db.execute(

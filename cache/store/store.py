@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from ..backends.base import Checksum, ObjectInfo
 from ..config import Config
 from ..errors import CacheError, CacheStateError, is_disk_full
+from ..keys import KeyRefusal
 from ..partition import Partition
 from ..policy import (
     Candidate,
@@ -275,12 +276,18 @@ class Store:
 
     # -- datasets -------------------------------------------------------------------------
     def record_listing(
-        self, ds: StoreURL, objects: Sequence[ObjectInfo], owner: str | None
+        self,
+        ds: StoreURL,
+        objects: Sequence[ObjectInfo],
+        owner: str | None,
+        refused: Sequence[KeyRefusal] = (),
     ) -> None:
-        """Save the manifest and drop local files whose keys no longer exist remotely."""
+        """Save the manifest (and the keys the listing refused) and drop local files whose
+        keys no longer exist remotely."""
         url = str(ds)
         with self.transaction() as idx:
-            idx.save_manifest(url, ds.store, ds.prefix, list(objects), time.time())
+            pairs = [(r.key, r.reason) for r in refused]
+            idx.save_manifest(url, ds.store, ds.prefix, list(objects), time.time(), pairs)
             idx.set_dataset_state(url, DatasetState.DOWNLOADING.value, [])
             if owner:
                 idx.pin(url, owner)
@@ -288,6 +295,28 @@ class Store:
             gone = [e.key for e in idx.entries(ds.store, ds.prefix) if e.key not in listed]
             for key in gone:
                 self.evict_object(ds.store, key)
+
+    def listed_at(self, ds: StoreURL) -> float | None:
+        """When the dataset's saved listing ended (wall clock), if one can be reused."""
+        row = self.index.dataset(str(ds))
+        return row.listed_at if row is not None and row.refused is not None else None
+
+    def reuse_listing(
+        self, ds: StoreURL, owner: str | None
+    ) -> tuple[list[ObjectInfo], list[KeyRefusal]] | None:
+        """The saved listing (objects in key order, refused keys), for a prefetch that will
+        not list again; the dataset is marked downloading and pinned for `owner`, as
+        `record_listing` does. None when there is none to reuse (forgotten meanwhile)."""
+        url = str(ds)
+        with self.transaction() as idx:
+            row = idx.dataset(url)
+            if row is None or row.listed_at is None or row.refused is None:
+                return None
+            objects = idx.manifest_objects(url)
+            idx.set_dataset_state(url, DatasetState.DOWNLOADING.value, [])
+            if owner:
+                idx.pin(url, owner)
+        return objects, [KeyRefusal(key, reason) for key, reason in row.refused]
 
     def set_state(self, ds: StoreURL, state: DatasetState, errors: Sequence[Failure]) -> None:
         self.index.set_dataset_state(str(ds), state.value, [e.as_json() for e in errors[:1000]])

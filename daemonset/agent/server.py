@@ -194,9 +194,9 @@ def _serving(request: web.Request) -> Agent:
 async def register(request: web.Request) -> web.Response:
     agent = _serving(request)
     doc = await _body(request)
-    durable = doc.get("durable", False)
-    if not isinstance(durable, bool):
-        raise ConfigError('"durable" must be true or false')
+    durable, refresh = doc.get("durable", False), doc.get("refresh", False)
+    if not isinstance(durable, bool) or not isinstance(refresh, bool):
+        raise ConfigError('"durable" and "refresh" must be true or false')
     url, owner = _str(doc, "url"), _str(doc, "owner")
     status = await agent.register(
         url,
@@ -204,6 +204,7 @@ async def register(request: web.Request) -> web.Response:
         _str(doc, "namespace", required=False),
         doc.get("prefetch") or "all",
         _partition(_str(doc, "partition", required=False)),
+        refresh=refresh,
     )
     request.app[LEASES_KEY].registered(url, owner, request.get(PEER), durable)
     return web.json_response(_json(status))

@@ -56,6 +56,8 @@ class Agent:
         self.ready = False
         self.tasks: dict[StoreURL, asyncio.Task[None]] = {}
         self._download: dict[StoreURL, bool] = {}
+        #: datasets whose next prefetch run must list again (a registration asked `refresh`)
+        self._refresh: set[StoreURL] = set()
         #: each owner's share of each dataset; a prefetch fetches their union
         self.shares = Shares()
         self._samples: dict[StoreURL, deque[tuple[float, int]]] = {}
@@ -118,6 +120,8 @@ class Agent:
         namespace: str | None,
         prefetch: str,
         partition: Partition | None = None,
+        *,
+        refresh: bool = False,
     ) -> DatasetStatus:
         ds = self.accept(url, namespace)
         if not isinstance(owner, str) or not owner or len(owner) > 253:
@@ -127,6 +131,8 @@ class Agent:
         self.shares.add(ds, owner, partition)
         # pinning also creates the directory, so a bind mount can be made at once
         await self.engine.pin(ds, owner)
+        if refresh:  # the next run lists again, even if a running one reused a listing
+            self._refresh.add(ds)
         self._start(ds, download=prefetch == "all")
         log.info(
             "registered",
@@ -180,10 +186,16 @@ class Agent:
             while True:
                 download = self._download[ds]
                 shares = self.shares.union(ds)
+                refresh = ds in self._refresh
+                self._refresh.discard(ds)
                 report = await self.engine.prefetch(
-                    ds, progress=progress, download=download, shares=shares
+                    ds, progress=progress, download=download, shares=shares, refresh=refresh
                 )
-                if (download or not self._download[ds]) and not self.shares.widens(ds, shares):
+                if (
+                    (download or not self._download[ds])
+                    and not self.shares.widens(ds, shares)
+                    and ds not in self._refresh
+                ):
                     break
             for f in report.failed:
                 self.counters.error(f.kind)
@@ -198,6 +210,7 @@ class Agent:
                     failed=len(report.failed),
                     not_cached=len(report.not_cached),
                     refused=len(report.refused),
+                    listing_reused=report.listing_reused,
                     seconds=round(report.seconds, 3),
                 ),
             )

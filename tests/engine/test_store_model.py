@@ -64,7 +64,8 @@ class CacheMachine(EngineMachine):
 
     @rule()
     def prefetch(self):
-        report = self.run(self.engine.prefetch(parse_url(URL)))
+        # refresh: the model is the store as it is now, not as of a reused listing
+        report = self.run(self.engine.prefetch(parse_url(URL), refresh=True))
         assert report.ok, report.failed
         assert report.refused == []
         self.prefetched = True

@@ -141,7 +141,7 @@ def test_object_replaced_again_and_again_is_chased_then_reported(store, config):
     async def go(times):
         cfg = config.with_(max_concurrency=1)
         async with open_engine(cfg, Rewriter(store, times)) as engine:
-            return await engine.prefetch(parse_url(URL)), engine.stats()
+            return await engine.prefetch(parse_url(URL), refresh=True), engine.stats()
 
     report, counters = run(go(2))
     assert report.ok and counters.version_restarts == 2

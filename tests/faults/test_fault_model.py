@@ -97,7 +97,7 @@ class FaultyCacheMachine(EngineMachine):
             ),
         )
         try:
-            report = self.run(self.engine.prefetch(parse_url(URL)))
+            report = self.run(self.engine.prefetch(parse_url(URL), refresh=True))
         finally:
             self.backend = self.store
         for f in report.failed:
@@ -123,7 +123,7 @@ class FaultyCacheMachine(EngineMachine):
 
     @rule()
     def clean_prefetch_gives_the_model(self):
-        report = self.run(self.engine.prefetch(parse_url(URL)))
+        report = self.run(self.engine.prefetch(parse_url(URL), refresh=True))
         assert report.ok, report.failed
         assert self.visible() == self.model
 

@@ -55,12 +55,14 @@ def test_prefetch_round_trip_and_rerun(any_bucket, tmp_path):
     second = json.loads(
         cli("prefetch", any_bucket.url("ds/"), "--cache-dir", cache, "--output", "json").stdout
     )
-    assert second["objects_downloaded"] == 0
+    assert second["objects_downloaded"] == 0 and second["listing_reused"]
     assert second["objects_already_local"] == len(objects)
 
     any_bucket.put({"ds/plain.bin": b"changed"})
     third = json.loads(
-        cli("prefetch", any_bucket.url("ds/"), "--cache-dir", cache, "--output", "json").stdout
+        cli(
+            "prefetch", any_bucket.url("ds/"), "--cache-dir", cache, "--output", "json", "--refresh"
+        ).stdout
     )
     assert third["objects_downloaded"] == 1
     assert Path(report["local_dir"], "plain.bin").read_bytes() == b"changed"
