@@ -98,7 +98,8 @@ def test_publish_read_only_then_unpublish(env: Env, plugin: Client) -> None:
     assert env.owners() == [POD_UID]
     # an object that appears later, fetched by the agent, shows up in the existing mount
     env.fill({"late.txt": b"the agent can still write its cache"})
-    env.agent.client.register(env.dataset, "job-late", NAMESPACE)  # policy applies
+    # policy applies; refresh: within listing_max_age_s the saved listing would be reused
+    env.agent.client.register(env.dataset, "job-late", NAMESPACE, refresh=True)
     env.wait_local()
     assert Path(target, "late.txt").read_bytes() == b"the agent can still write its cache"
     env.agent.client.release(env.dataset, "job-late")
