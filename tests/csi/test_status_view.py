@@ -195,8 +195,9 @@ def test_a_status_volume_sees_later_progress(env: Env, plugin: Client) -> None:
     publish(plugin, status, env, "status", "csi-status")
     env.wait_local()
     env.fill({"cat/0003.jpg": b"\xff\xd8 a late cat"})
-    # a second registration that lists again (as the pod watcher would, for the pod's namespace)
-    env.agent.client.register(env.dataset, "job-late", namespace=NAMESPACE)
+    # a second registration that lists again (as the pod watcher would, for the pod's namespace,
+    # once the saved listing is older than listing_max_age_s; refresh asks for it now)
+    env.agent.client.register(env.dataset, "job-late", namespace=NAMESPACE, refresh=True)
     env.wait_local()
     doc = read_until(Path(status, "status.json"), lambda d: d["objects_local"] == len(FILES) + 1)
     assert doc["url"] == env.dataset and doc["objects_total"] == len(FILES) + 1
