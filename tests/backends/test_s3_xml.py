@@ -103,6 +103,8 @@ _PLAIN = (
         ('xmlns="', 'xmlns:s3="'),
         ('encoding="UTF-8"', 'encoding="ISO-8859-1"'),
         ("</ListBucketResult>", "</ListBucketResul"),
+        ('xmlns="http://s3.amazonaws.com/doc/2006-03-01/"', ""),
+        ("<Contents><Key>", "<Contents>\f<Key>"),
     ],
 )
 def test_pages_outside_the_plain_shape_go_to_elementtree(old, new):

@@ -11,14 +11,17 @@ schema's order (one C call returns every object's fields), and their text is dec
 XML parser does (line ends, the five predefined entities, numeric character references),
 then percent-decoded (`encoding-type=url`).
 
-The same answer or none: `parse_fast` returns None, and the caller falls back to
-ElementTree, whenever the body steps outside that shape: an encoding other than UTF-8, a
+The same answer or none, for well-formed XML: `parse_fast` returns None, and the caller falls
+back to ElementTree, whenever the body steps outside that shape: an encoding other than
+UTF-8, a root element other than `<ListBucketResult xmlns="(S3's namespace)">` exactly, a
 comment, CDATA or DTD (`<!`), a processing instruction after the declaration, a namespace
 prefix (`xmlns:`), a `Contents`, `CommonPrefixes` or `IsTruncated` element the expressions do
 not match whole (attributes, another order, a missing `Key` or `Size`, a second `Key`, `Size`
 or `ETag`: the count of opening tags tells), a `&` that is not a reference, a character XML
-forbids, or a body that does not end with `</ListBucketResult>`. `tests/backends/
-test_s3_xml.py` holds both parsers to the same pages, generated over all of XML's characters.
+forbids, or a body that does not end with `</ListBucketResult>` (a cut body). A malformed page
+(a mismatched tag elsewhere, say) may be read where ElementTree would raise; S3 sends none.
+`tests/backends/test_s3_xml.py` holds both parsers to the same pages, generated over all of
+XML's characters.
 """
 
 from __future__ import annotations
@@ -29,19 +32,23 @@ from dataclasses import dataclass
 
 _REF = re.compile(r"&(?:(amp|lt|gt|quot|apos)|#([0-9]+)|#x([0-9a-fA-F]+));")
 _NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
-_DECL = re.compile(rb'\A<\?xml version="1\.0"(?: encoding="(?i:utf-8)")?\s*\?>')
+_DECL = re.compile(rb'\A<\?xml version="1\.0"(?: encoding="(?i:utf-8)")?[ \t\r\n]*\?>')
+_ROOT = b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
 _END = b"</ListBucketResult>"
+_SPACE = b" \t\r\n"  # XML's white space
 #: one `Contents` in the schema's order (Key, LastModified, ETag, Checksum*, Size, then
 #: StorageClass, Owner… which are skipped, as long as no second Key, Size or ETag hides there)
 _OBJECT = re.compile(
-    rb"<Contents>\s*<Key>([^<]*)</Key>\s*"
-    rb"(?:<LastModified>[^<]*</LastModified>\s*)?"
-    rb"(?:<ETag>([^<]*)</ETag>\s*)?"
-    rb"(?:<Checksum(?:Algorithm|Type)>[^<]*</Checksum(?:Algorithm|Type)>\s*)*"
-    rb"<Size>\s*([0-9]+)\s*</Size>"
+    rb"<Contents>[ \t\r\n]*<Key>([^<]*)</Key>[ \t\r\n]*"
+    rb"(?:<LastModified>[^<]*</LastModified>[ \t\r\n]*)?"
+    rb"(?:<ETag>([^<]*)</ETag>[ \t\r\n]*)?"
+    rb"(?:<Checksum(?:Algorithm|Type)>[^<]*</Checksum(?:Algorithm|Type)>[ \t\r\n]*)*"
+    rb"<Size>[ \t\r\n]*([0-9]+)[ \t\r\n]*</Size>"
     rb"[^<]*(?:<(?!/Contents>|Key|Size|ETag|Contents)[^<]*)*</Contents>"
 )
-_PREFIX = re.compile(rb"<CommonPrefixes>\s*<Prefix>([^<]*)</Prefix>\s*</CommonPrefixes>")
+_PREFIX = re.compile(
+    rb"<CommonPrefixes>[ \t\r\n]*<Prefix>([^<]*)</Prefix>[ \t\r\n]*</CommonPrefixes>"
+)
 _TRUNCATED = re.compile(rb"<IsTruncated>([^<]*)</IsTruncated>")
 
 
@@ -109,8 +116,8 @@ def parse_fast(body: bytes) -> RawPage | None:
         b"<!" in body
         or body.find(b"<?", rest) >= 0
         or b"xmlns:" in body
-        or not body[rest : rest + 200].lstrip().startswith(b"<ListBucketResult")
-        or not body[-200:].rstrip().endswith(_END)
+        or not body[rest : rest + 200].lstrip(_SPACE).startswith(_ROOT)
+        or not body[-200:].rstrip(_SPACE).endswith(_END)
     ):
         return None
     found = _OBJECT.findall(body)
@@ -127,5 +134,5 @@ def parse_fast(body: bytes) -> RawPage | None:
         prefixes = [_url(p) for p in raw_prefixes]
     except (_NotPlain, UnicodeDecodeError):
         return None
-    flag = truncated[0].strip().lower() if truncated else b""
+    flag = truncated[0].lower() if truncated else b""  # as ElementTree's reader: no strip
     return RawPage(objects, prefixes, flag == b"true")
