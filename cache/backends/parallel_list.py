@@ -23,6 +23,13 @@ T = TypeVar("T")
 
 #: keys per page: the most S3 and GCS return
 PAGE_KEYS = 1000
+#: pages listed in series before a listing fans out. Every range of a parallel listing ends
+#: with a page that runs past the range's end (S3 has no "stop at" parameter), and a flat
+#: prefix's seed listing reads its first keys again, so fanning out a prefix of a few pages
+#: read several times its listing: 4 agents' clients of a 1,500-key dataset drew 1.4% more
+#: bytes from the store than the dataset (R6). A prefix of up to this many pages now costs
+#: exactly its pages; a large one starts its ranges 2 round trips later.
+SERIAL_PAGES = 3
 
 
 @dataclass(frozen=True)
@@ -81,25 +88,36 @@ async def list_parallel(
     retry: Retry,
     stats: ListingStats | None = None,
     page_keys: int = PAGE_KEYS,
+    serial_pages: int = SERIAL_PAGES,
 ) -> list[ObjectInfo]:
-    """Every object under `prefix`, in key order, listed `concurrency` pages at a time."""
+    """Every object under `prefix`, in key order: the first `serial_pages` pages in series (a
+    prefix that ends there costs what a plain listing costs), the rest `concurrency` pages
+    at a time."""
     stats = stats if stats is not None else ListingStats()
-    first = await _retried(lambda: lister.list_page(prefix, prefix, "", page_keys), retry, stats)
-    if not first.truncated:
-        return first.objects  # a small prefix costs one request, as a plain listing does
-    # Seed the ranges from the store's own directories (one delimiter listing); the first
-    # page is kept as the first range's first page.
-    seed = await _retried(lambda: lister.list_page(prefix, prefix, "/", page_keys), retry, stats)
+    head: list[ObjectInfo] = []
+    after: str | None = prefix
+    for _ in range(max(1, serial_pages)):
+        first = await _retried(
+            functools.partial(lister.list_page, prefix, after or prefix, "", page_keys),
+            retry,
+            stats,
+        )
+        head += first.objects
+        if not first.truncated:
+            return head
+        after = first.last_key
+    # Seed the ranges from the store's own directories after the keys listed so far (one
+    # delimiter listing); those keys are kept as the first range's first page.
+    seed_from = after or prefix
+    seed = await _retried(lambda: lister.list_page(prefix, seed_from, "/", page_keys), retry, stats)
     bounds = [
-        b
-        for b in seed.prefixes + [o.key for o in seed.objects]
-        if first.last_key is None or b > first.last_key
+        b for b in seed.prefixes + [o.key for o in seed.objects] if after is None or b > after
     ]
     plan = ListingPlan(prefix, seed_ranges(prefix, bounds, max(concurrency, 2)))
     found: dict[int, list[ObjectInfo]] = {}
     rid0, _ = plan.take() or (0, prefix)
-    keep0 = plan.record(rid0, [o.key for o in first.objects], first.truncated, first.last_key)
-    found[rid0] = [first.objects[i] for i in keep0]
+    keep0 = plan.record(rid0, [o.key for o in head], True, after)
+    found[rid0] = [head[i] for i in keep0]
     rest0 = plan.resume(rid0)
     changed = asyncio.Condition()
 
@@ -126,7 +144,7 @@ async def list_parallel(
                     await changed.wait()
                 continue
             pages += await one_range(*job)
-        stats.depth = max(stats.depth, pages + 2)  # + the first page and the seed
+        stats.depth = max(stats.depth, pages + serial_pages + 1)  # + the head and the seed
         async with changed:
             changed.notify_all()
 

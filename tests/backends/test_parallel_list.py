@@ -67,14 +67,21 @@ def test_parallel_listing_equals_one_sequential_stream(keyset, s3_server, tmp_pa
     assert stats.steals > 0 and stats.ranges[0] > 2
 
 
-def test_a_small_prefix_costs_one_request_and_a_larger_one_fans_out(keyset, tmp_path):
+def test_a_prefix_of_a_few_pages_costs_its_pages_and_a_larger_one_fans_out(keyset, tmp_path):
     stats = ListingStats()
     assert len(parallel(keyset.name, "ds/01/", tmp_path, stats)) == 25
     assert stats.requests == 1
+    # 100 keys, 3 pages of 40: listed in series, no seed listing, no range running past its
+    # end (what a parallel listing of a small prefix reads again)
     stats = ListingStats()
-    keys = [k for k, _, _ in parallel(keyset.name, "ds/03/", tmp_path, stats)]
-    assert keys == [f"ds/03/f{i:03}" for i in range(75)]
-    assert stats.requests > 2
+    keys = [k for k, _, _ in parallel(keyset.name, "ds/04/", tmp_path, stats)]
+    assert keys == [f"ds/04/f{i:03}" for i in range(100)]
+    assert stats.requests == 3 and stats.ranges == []
+    # 125 keys, 4 pages: the rest after 3 pages in series is listed in ranges
+    stats = ListingStats()
+    keys = [k for k, _, _ in parallel(keyset.name, "ds/05/", tmp_path, stats)]
+    assert keys == [f"ds/05/f{i:03}" for i in range(125)]
+    assert stats.ranges and stats.requests > 4
 
 
 def test_every_page_is_retried_under_503s(keyset, s3_server, tmp_path, monkeypatch):
