@@ -20,9 +20,43 @@ def draw(res: dict[str, Any], out: Path, stem: str) -> list[Path]:
         paths.append(_throughput(res, out / f"{stem}-throughput.png"))
     if res.get("r4", {}).get("runs"):
         paths.append(_epochs(res, out / f"{stem}-epochs.png"))
+    if res.get("r4_view", {}).get("s3fs_s"):
+        paths.append(_view_epochs(res["r4_view"], res["date"], out / f"{stem}-view-epochs.png"))
     if res.get("r5"):
         paths.append(_hitrate(res, out / f"{stem}-hitrate.png"))
     return paths
+
+
+def _view_epochs(r4: dict[str, Any], date: str, path: Path) -> Path:
+    """R4 as the goal defines it: seconds of epoch 1 through the view (reading while the
+    prefetch runs) and of epoch 2, against s3fs direct and the store's ceiling."""
+    import matplotlib.pyplot as plt
+
+    rows = [
+        ("s3fs direct\n(every epoch)", r4["s3fs_s"], "#e45756"),
+        ("raw GET x32\n(the ceiling)", r4["ceiling_s"], "#bab0ac"),
+        ("view epoch 1\n(pod start + reads\nwhile prefetching)", r4["view_epoch1_s"], "#4c78a8"),
+        ("view epoch 2\n(all local)", r4["view_epoch2_s"], "#54a24b"),
+    ]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, (_, values, color) in enumerate(rows):
+        med = statistics.median(values)
+        ax.bar(i, med, 0.6, color=color, yerr=[[med - min(values)], [max(values) - med]])
+        ratio = statistics.median(a / b for a, b in zip(r4["s3fs_s"], values, strict=True))
+        ax.text(i + 0.32, med, f"{ratio:.1f}x", ha="left", va="center", fontsize=9)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    ax.set_ylabel("seconds (log scale)")
+    ax.set_title(
+        f"R4 through the read-through view, {date}: {r4['objects']} objects, "
+        f"{r4['bytes'] / 1e6:.0f} MB,\n4 reader threads, random order; "
+        "labels: s3fs time / this (median of runs)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _throughput(res: dict[str, Any], path: Path) -> Path:
