@@ -18,6 +18,7 @@ ORDER = [
     "cloud/filecache cold",
     "cloud/filecache warm",
     "cloud/shardcache cold (prefetch)",
+    "cloud/shardcache transfer",
     "direct/ceiling",
     "direct/s3fs concurrent",
     "direct/shardcache cold (prefetch)",
@@ -72,6 +73,13 @@ def goals(res: dict[str, Any]) -> list[list[str]]:
             _ratio(runs, "R1 cloud"),
             0.9,
         )
+        if _ratio(runs, "R1 cloud transfer"):
+            add(
+                "R1",
+                f"the same, transfer only (cold prefetch less its all-local re-run), {ds}",
+                _ratio(runs, "R1 cloud transfer"),
+                0.9,
+            )
         add(
             "R1",
             f"cold prefetch / fastest remote reader of the run (any client), {ds}, "
@@ -450,7 +458,10 @@ def _vs_best(runs: list[dict[str, Any]], tag: str) -> list[float]:
         best = max(
             mbps(v)
             for k, v in rows.items()
-            if k.startswith(tag + "/") and k != key and "warm" not in k and v["nbytes"] == total
+            if k.startswith(tag + "/")
+            and "shardcache" not in k
+            and "warm" not in k
+            and v["nbytes"] == total
         )
         out.append(mbps(rows[key]) / best)
     return out

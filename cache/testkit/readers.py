@@ -183,14 +183,18 @@ def s3fs_concurrent(fs: Any, objects: Sequence[tuple[str, int]]) -> Measurement:
 # -- shardcache -------------------------------------------------------------------------------
 
 
-def shardcache_prefetch(config: Config, url: str) -> tuple[Measurement, Path]:
-    """Cold prefetch of a dataset URL into `config.cache_dir`, engine start-up included."""
+def shardcache_prefetch(
+    config: Config, url: str, refresh: bool = False
+) -> tuple[Measurement, Path]:
+    """Prefetch of a dataset URL into `config.cache_dir`, engine start-up included (cold
+    into an empty cache; on a complete one, the all-local re-run: start-up, listing with
+    `refresh`, and the local checks)."""
     from ..engine import Engine
     from ..urls import parse_url
 
     async def run() -> Any:
         async with Engine(config) as engine:
-            return await engine.prefetch(parse_url(url))
+            return await engine.prefetch(parse_url(url), refresh=refresh)
 
     start = time.perf_counter()
     report = asyncio.run(run())
