@@ -86,12 +86,7 @@ async def _raw(
 
     creds = Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
     base = f"{env['AWS_ENDPOINT_URL']}/{env['BENCH_BUCKET']}/"
-    requests = [
-        (k, s, min(s + (part_bytes or size), size))
-        for k, size in zip(keys, sizes, strict=True)
-        for s in range(0, size, part_bytes or max(size, 1))
-    ]
-    todo = iter(requests)
+    todo = iter(_requests(keys, sizes, part_bytes))
     total = 0
     parted: dict[str, _PartedFile] = {}
     if write_to and part_bytes:
@@ -124,6 +119,14 @@ async def _raw(
     return total
 
 
+def _requests(keys: list[str], sizes: list[int], part_bytes: int) -> list[tuple[str, int, int]]:
+    """(key, start, end) per GET: whole objects, or ranged parts of `part_bytes`."""
+    from shardcache.testkit.readers import plan_requests
+
+    plan = plan_requests(list(zip(keys, sizes, strict=True)), part_bytes or None)
+    return [(keys[i], start, end) for i, start, end in plan]
+
+
 async def _obstore(
     env: dict[str, str], keys: list[str], concurrency: int, part_bytes: int, sizes: list[int]
 ) -> int:
@@ -138,12 +141,7 @@ async def _obstore(
         region="us-east-1",
         client_options={"allow_http": True, "timeout": "300s"},
     )
-    requests = [
-        (k, s, min(s + (part_bytes or size), size))
-        for k, size in zip(keys, sizes, strict=True)
-        for s in range(0, size, part_bytes or max(size, 1))
-    ]
-    todo = iter(requests)
+    todo = iter(_requests(keys, sizes, part_bytes))
     total = 0
 
     async def worker(store: Any) -> None:
