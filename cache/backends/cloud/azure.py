@@ -5,7 +5,6 @@ inherited through `fork`, or cannot name the key."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -131,9 +130,9 @@ class AzureBackend(Guarded):
         return self.checked(info, start, data, end)
 
     async def close(self) -> None:
-        if getattr(self, "_reader", None) is not None:
-            self._reader = None  # dropped while the loop runs: see S3Backend.close
-            await asyncio.sleep(0.01)
+        reader, self._reader = getattr(self, "_reader", None), None
+        if reader is not None:
+            await reader.close()
         if hasattr(self, "_service"):
             await self._service.close()
         if getattr(self, "_credential", None) is not None:

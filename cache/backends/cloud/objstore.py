@@ -25,6 +25,7 @@ knows obstore's exception names.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import inspect
 import os
@@ -111,6 +112,13 @@ class ObjectReader:
             raise mapped from e
         # a view of obstore's own buffer, not `to_bytes()`: see `Data` in backends/base.py
         return memoryview(data)
+
+    async def close(self) -> None:
+        """Drop the store while the loop still runs, and let obstore's runtime settle: a
+        benchmark process that exited straight after its last obstore read aborted (SIGABRT,
+        no Python frame) about one run in six; with this pause, 0 in 28."""
+        self._store = None
+        await asyncio.sleep(0.01)
 
 
 _STATUS = re.compile(r"status code: (\d{3})")

@@ -171,12 +171,9 @@ class S3Backend(Guarded):
         return self.checked(info, start, data, end)
 
     async def close(self) -> None:
-        if getattr(self, "_reader", None) is not None:
-            # Drop obstore's store while the loop still runs, and let its runtime settle:
-            # a benchmark process that exited straight after its last obstore read aborted
-            # (SIGABRT, no Python frame) about one run in six; with this pause, 0 in 28.
-            self._reader = None
-            await asyncio.sleep(0.01)
+        reader, self._reader = getattr(self, "_reader", None), None
+        if reader is not None:
+            await reader.close()
         http = getattr(self, "_http", None)
         if http is not None:
             del self._http
